@@ -1,0 +1,312 @@
+"""Does a tensor allocated in a function outlive the call?
+
+Flow-insensitive and local to one function: the value is followed through names it is
+bound to, views and in-place methods taken of it, containers built in the function, and
+closures. It escapes when it is returned or yielded, stored on an attribute, a global or
+a container that outlives the call, or saved for backward. Passing it to a call consumes
+it (kernels write into workspaces); where a rebinding makes the analysis unsure, it
+errs towards "escapes", which keeps the codemod away from the site.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+FunctionNode = Union[ast.FunctionDef, ast.AsyncFunctionDef]
+
+# Methods whose result shares storage with (or is) the receiver.
+VIEW_METHODS = frozenset(
+    {
+        "view", "view_as", "reshape", "reshape_as", "as_strided", "narrow", "select",
+        "unsqueeze", "squeeze", "flatten", "unflatten", "transpose", "t", "permute", "expand",
+        "expand_as", "contiguous", "to", "cuda", "cpu", "detach", "split", "chunk", "unbind",
+        "tensor_split", "movedim", "moveaxis", "swapaxes", "swapdims", "diagonal", "unfold",
+        "type", "type_as", "float", "half", "bfloat16", "int", "long", "bool", "double",
+        "byte", "char", "short", "untyped_storage", "data_ptr",
+    }
+)
+VIEW_ATTRIBUTES = frozenset({"T", "mT", "H", "mH", "data", "real", "imag"})
+# torch functions whose result is a view of their first argument.
+VIEW_FUNCTIONS = frozenset(
+    f"torch.{n}"
+    for n in (
+        "narrow", "select", "unsqueeze", "squeeze", "flatten", "transpose", "t", "permute",
+        "reshape", "split", "chunk", "unbind", "tensor_split", "movedim", "swapaxes",
+        "diagonal", "as_strided", "view_as_real", "view_as_complex",
+    )
+)
+# Methods that put their argument into the receiver.
+CONTAINER_ADDERS = frozenset(
+    {"append", "appendleft", "extend", "insert", "add", "update", "setdefault", "put", "put_nowait", "push"}
+)
+CONTAINER_FACTORIES = frozenset({"list", "dict", "set", "tuple", "defaultdict", "OrderedDict", "deque"})
+# Calls that keep their tensor arguments beyond the call.
+KEEPERS = {
+    "save_for_backward": "saved for backward",
+    "register_buffer": "registered as a module buffer",
+    "register_parameter": "registered as a module parameter",
+    "setattr": "stored with setattr",
+}
+
+
+@dataclass(frozen=True)
+class Escape:
+    kind: str  # returned, yielded, stored, appended, global, kept, closure
+    how: str  # evidence, e.g. "stored on `self.buf`"
+    target: Optional[ast.AST] = None  # the attribute/subscript/global stored into, for lazy-init checks
+    statement: Optional[ast.stmt] = None
+
+
+@dataclass(frozen=True)
+class Notes:
+    loop: bool = False
+    comprehension: bool = False
+    in_lambda: bool = False
+
+
+def unparse(node: ast.AST, limit: int = 60) -> str:
+    text = ast.unparse(node)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class FunctionFlow:
+    """Escape analysis inside one function (built lazily, once per function)."""
+
+    def __init__(
+        self,
+        function: FunctionNode,
+        parents: dict[ast.AST, ast.AST],
+        resolve: Callable[[ast.AST], frozenset[str]],
+    ) -> None:
+        self.function = function
+        self.parents = parents
+        self.resolve = resolve
+        self.params = {
+            a.arg
+            for a in (*function.args.posonlyargs, *function.args.args, *function.args.kwonlyargs, function.args.vararg, function.args.kwarg)
+            if a is not None
+        }
+        self.loads: dict[str, list[ast.Name]] = {}
+        self.stores: dict[str, list[ast.AST]] = {}  # name -> assigned values (or the binding node)
+        self.globals: set[str] = set()
+        self.nested: dict[ast.AST, str] = {}  # nested def node -> its name
+        for node in ast.walk(function):
+            if isinstance(node, ast.Name):
+                if isinstance(node.ctx, ast.Load):
+                    self.loads.setdefault(node.id, []).append(node)
+            elif isinstance(node, (ast.Global, ast.Nonlocal)):
+                self.globals.update(node.names)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node is not function:
+                self.nested[node] = node.name
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Name):
+                        self.stores.setdefault(target.id, []).append(node.value)
+
+    # -- the public question ----------------------------------------------------------
+
+    def escape_of(self, value: ast.AST) -> Optional[Escape]:
+        """How ``value`` (an expression in this function) outlives the call, if it does."""
+        worklist: list[tuple[ast.AST, Optional[str]]] = [(value, None)]
+        seen_names: set[str] = set()
+        while worklist:
+            expr, closure = worklist.pop()
+            escape, names = self._consumer(expr)
+            if escape is not None:
+                if closure is not None:
+                    how = f"captured by closure `{closure}`, which is {escape.how}"
+                    return Escape(escape.kind, how, escape.target, escape.statement)
+                return escape
+            for name, via in names:
+                if name in seen_names:
+                    continue
+                seen_names.add(name)
+                if name in self.globals:
+                    return Escape("global", f"stored in global `{name}`", ast.Name(id=name, ctx=ast.Load()), via)
+                for use in self.loads.get(name, ()):
+                    found = self._closure_uses(use)
+                    if found is None:
+                        worklist.append((use, closure))
+                    else:
+                        nested_name, uses = found
+                        worklist.extend((u, nested_name) for u in uses)
+        return None
+
+    def notes(self, node: ast.AST) -> Notes:
+        loop = comprehension = in_lambda = False
+        child, parent = node, self.parents.get(node)
+        while parent is not None and parent is not self.function:
+            if isinstance(parent, (ast.For, ast.AsyncFor, ast.While)) and child in parent.body:
+                loop = True
+            elif isinstance(parent, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+                comprehension = True
+            elif isinstance(parent, ast.Lambda):
+                in_lambda = True
+            child, parent = parent, self.parents.get(parent)
+        return Notes(loop, comprehension, in_lambda)
+
+    def enclosing_guards(self, node: ast.AST) -> list[ast.expr]:
+        """Tests of the `if`s around ``node`` and of earlier `if ...: return` guards."""
+        tests = []
+        child, parent = node, self.parents.get(node)
+        while parent is not None and parent is not self.function:
+            if isinstance(parent, (ast.If, ast.While)):
+                tests.append(parent.test)
+            if isinstance(parent, ast.IfExp) and child is not parent.test:
+                tests.append(parent.test)
+            body = getattr(parent, "body", None)
+            if isinstance(body, list) and child in body:
+                tests.extend(self._early_exit_tests(body[: body.index(child)]))
+            child, parent = parent, self.parents.get(parent)
+        if child in self.function.body:
+            tests.extend(self._early_exit_tests(self.function.body[: self.function.body.index(child)]))
+        return tests
+
+    # -- internals --------------------------------------------------------------------
+
+    @staticmethod
+    def _early_exit_tests(statements: list[ast.stmt]) -> list[ast.expr]:
+        return [
+            s.test
+            for s in statements
+            if isinstance(s, ast.If) and s.body and isinstance(s.body[-1], (ast.Return, ast.Raise))
+        ]
+
+    def _closure_uses(self, node: ast.AST) -> Optional[tuple[str, list[ast.Name]]]:
+        """Where ``node`` sits in a nested def: that def's name and its uses (a closure
+        keeps what it captures alive as long as the function object lives)."""
+        parent = self.parents.get(node)
+        while parent is not None and parent is not self.function:
+            if parent in self.nested:
+                name = self.nested[parent]
+                return name, list(self.loads.get(name, []))
+            parent = self.parents.get(parent)
+        return None
+
+    def _is_local_container(self, expr: ast.AST) -> bool:
+        if not isinstance(expr, ast.Name) or expr.id in self.params or expr.id in self.globals:
+            return False
+        values = self.stores.get(expr.id)
+        if not values:
+            return False
+        for v in values:
+            if isinstance(v, (ast.List, ast.Tuple, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)):
+                continue
+            if isinstance(v, ast.Call) and (
+                (isinstance(v.func, ast.Name) and v.func.id in CONTAINER_FACTORIES)
+                or (isinstance(v.func, ast.Attribute) and v.func.attr in CONTAINER_FACTORIES)
+            ):
+                continue
+            return False
+        return True
+
+    def _statement(self, node: ast.AST) -> Optional[ast.stmt]:
+        while node is not None and not isinstance(node, ast.stmt):
+            node = self.parents.get(node)
+        return node
+
+    def _store(self, target: ast.AST, path: list[int]) -> tuple[Optional[Escape], list[tuple[str, ast.AST]]]:
+        """What storing into ``target`` does with the value (at ``path`` inside a tuple)."""
+        if isinstance(target, (ast.Tuple, ast.List)):
+            if path and len(target.elts) > path[-1] and not any(isinstance(e, ast.Starred) for e in target.elts):
+                return self._store(target.elts[path[-1]], path[:-1])
+            names: list[tuple[str, ast.AST]] = []
+            for elt in target.elts:
+                escape, sub = self._store(elt.value if isinstance(elt, ast.Starred) else elt, [])
+                if escape is not None:
+                    return escape, []
+                names.extend(sub)
+            return None, names
+        if isinstance(target, ast.Name):
+            return None, [(target.id, target)]
+        if isinstance(target, ast.Attribute):
+            return Escape("stored", f"stored on `{unparse(target)}`", target, self._statement(target)), []
+        if isinstance(target, ast.Subscript):
+            if self._is_local_container(target.value):
+                return None, [(target.value.id, target)]
+            return Escape("stored", f"stored into `{unparse(target.value)}[...]`", target.value, self._statement(target)), []
+        return None, []
+
+    def _consumer(self, expr: ast.AST) -> tuple[Optional[Escape], list[tuple[str, ast.AST]]]:
+        """Follow ``expr`` upwards to where its value ends up."""
+        node = expr
+        path: list[int] = []  # element indices while climbing through tuple/list literals
+        names: list[tuple[str, ast.AST]] = []
+        while True:
+            parent = self.parents.get(node)
+            if parent is None or parent is self.function:
+                return None, names
+            if isinstance(parent, ast.Attribute) and parent.value is node:
+                grand = self.parents.get(parent)
+                if isinstance(grand, ast.Call) and grand.func is parent:
+                    if parent.attr in VIEW_METHODS or parent.attr.endswith("_") and not parent.attr.startswith("_"):
+                        node, path = grand, []
+                        continue
+                    return None, names  # x.sum(), x.numel(): a new value
+                if parent.attr in VIEW_ATTRIBUTES:
+                    node, path = parent, []
+                    continue
+                return None, names  # x.shape, x.dtype
+            if isinstance(parent, ast.Subscript) and parent.value is node:
+                node, path = parent, []
+                continue
+            if isinstance(parent, (ast.Tuple, ast.List, ast.Set)):
+                path = path + [parent.elts.index(node)] if node in parent.elts else path
+                node = parent
+                continue
+            if isinstance(parent, ast.Dict):
+                node, path = parent, []
+                continue
+            if isinstance(parent, (ast.Starred, ast.IfExp, ast.BoolOp)) or (
+                isinstance(parent, ast.comprehension) and node is parent.iter
+            ):
+                node = parent
+                continue
+            if isinstance(parent, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+                node, path = parent, []
+                continue
+            if isinstance(parent, ast.NamedExpr):
+                names.append((parent.target.id, parent))
+                node = parent
+                continue
+            if isinstance(parent, ast.Return):
+                return Escape("returned", "returned", None, parent), names
+            if isinstance(parent, (ast.Yield, ast.YieldFrom)):
+                return Escape("yielded", "yielded", None, self._statement(parent)), names
+            if isinstance(parent, ast.Lambda):
+                return None, names  # runs when the lambda is called; its caller consumes it
+            if isinstance(parent, (ast.Assign, ast.AnnAssign)) and node is parent.value:
+                targets = parent.targets if isinstance(parent, ast.Assign) else [parent.target]
+                for target in targets:
+                    escape, bound = self._store(target, path)
+                    if escape is not None:
+                        return escape, names
+                    names.extend(bound)
+                return None, names
+            if isinstance(parent, (ast.For, ast.AsyncFor)) and node is parent.iter:
+                escape, bound = self._store(parent.target, [])
+                return escape, names + bound
+            if isinstance(parent, ast.keyword):
+                node = parent
+                continue
+            if isinstance(parent, ast.Call) and node is not parent.func:
+                callee = parent.func
+                callee_name = callee.attr if isinstance(callee, ast.Attribute) else getattr(callee, "id", "")
+                if callee_name in KEEPERS:
+                    return Escape("kept", KEEPERS[callee_name], None, self._statement(parent)), names
+                if isinstance(callee, ast.Attribute) and callee_name in CONTAINER_ADDERS:
+                    receiver = callee.value
+                    if self._is_local_container(receiver):
+                        names.append((receiver.id, parent))
+                        return None, names
+                    return (
+                        Escape("appended", f"added to `{unparse(receiver)}` with .{callee_name}()", receiver, self._statement(parent)),
+                        names,
+                    )
+                if parent.args and parent.args[0] is node and self.resolve(callee) & VIEW_FUNCTIONS:
+                    node, path = parent, []
+                    continue
+                return None, names  # consumed by the call (a kernel writing into it, say)
+            return None, names

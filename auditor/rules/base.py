@@ -1,0 +1,51 @@
+"""What a rule is: a code, a one-line summary, an `explain` text, the cases it must pass
+and flag, and a check over a module's facts.
+
+Cases are source snippets. A VALID case must give no finding of the rule's code; in an
+INVALID case every line that ends with the comment ``# expect`` must be flagged, and no
+other line. tests/auditor/test_rule_cases.py turns every case of every rule into a test.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import ClassVar, Iterator, Optional
+
+from allocaudit.auditor.sites import AllocationSite, ModuleFacts
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a rule reports: the node to point at, the message, and the site it is about."""
+
+    node: ast.AST
+    message: str
+    site: Optional[AllocationSite] = None
+
+
+class Rule:
+    CODE: ClassVar[str]
+    NAME: ClassVar[str]
+    SUMMARY: ClassVar[str]
+    EXPLAIN: ClassVar[str]
+    # Rules off by default report inventory rather than problems; `--select` turns them on.
+    DEFAULT: ClassVar[bool] = True
+    VALID: ClassVar[tuple[str, ...]] = ()
+    INVALID: ClassVar[tuple[str, ...]] = ()
+
+    def check(self, facts: ModuleFacts) -> Iterator[Report]:
+        raise NotImplementedError
+
+
+def describe_device(site: AllocationSite) -> str:
+    device = site.device
+    if device.form == "variable":
+        return f"device `{device.text}` unresolved"
+    if device.text and device.text.startswith("."):
+        return f"moved with {device.text}"
+    return f"device {device.text}" if device.text else f"device {device.form}"
+
+
+def with_notes(text: str, site: AllocationSite) -> str:
+    return "; ".join((text, *site.notes)) if site.notes else text

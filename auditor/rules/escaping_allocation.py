@@ -1,0 +1,54 @@
+"""AA102: a CUDA tensor allocated on every call that outlives the call (inventory)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from allocaudit.auditor.rules.base import Report, Rule, describe_device, with_notes
+from allocaudit.auditor.sites import ESCAPES, ModuleFacts
+
+
+class EscapingAllocation(Rule):
+    CODE = "AA102"
+    NAME = "per-call-cuda-escaping"
+    SUMMARY = "CUDA tensor allocated on every call outlives the call (not a workspace)"
+    DEFAULT = False
+    EXPLAIN = """\
+Why: the tensor is allocated on every call of a per-call function but is returned,
+yielded, stored on an attribute or a global, added to a container that outlives the
+call, or saved for backward. It is a result, not scratch space: reusing its memory on the
+next call would overwrite what the caller still holds. This rule is an inventory (off by
+default; `--select AA102` turns it on) so that you can see every per-call allocation and
+the evidence of why it is not a reuse candidate.
+
+Fix: usually none. If the caller only uses the result within the same step, consider
+passing an output buffer in (the `out=` idiom), and allocate that buffer once.
+
+    def forward(self, x):
+        out = torch.empty_like(x)   # AA102: returned to the caller
+        kernel(x, out)
+        return out
+"""
+    VALID = (
+        "import torch\ndef forward(x):\n    ws = torch.empty(4, device='cuda')\n    kernel(x, ws)\n",
+    )
+    INVALID = (
+        "import torch\nclass M:\n"
+        "    def forward(self, x, out=None):\n"
+        "        if out is None:\n            out = torch.empty_like(x)  # expect\n"
+        "        self.last = torch.zeros(4, device='cuda')  # expect\n"
+        "        a = b = torch.empty(4, device='cuda')  # expect\n"
+        "        self.history.append(b.view(2, 2))\n"
+        "        c = torch.empty(4, device='cuda')  # expect\n"
+        "        def reader():\n            return c\n"
+        "        self.callbacks.append(reader)\n"
+        "        kernel(x, out)\n        return out\n"
+        "    def steps(self, n):\n        for _ in range(n):\n            yield torch.empty(n, device='cuda')  # expect\n",
+    )
+
+    def check(self, facts: ModuleFacts) -> Iterator[Report]:
+        for site in facts.sites:
+            if site.site_class != ESCAPES or not site.device.on_cuda:
+                continue
+            text = f"`{site.api}` allocates on every call of `{site.qualname}` and escapes ({site.evidence}; {describe_device(site)})"
+            yield Report(site.call, with_notes(text, site), site)

@@ -1,0 +1,402 @@
+"""Allocation sites of one module: what each allocates, where, and whether it is reusable.
+
+The facts here are what the rules report on. A site is
+
+- **workspace**: allocated on every call of a per-call function and dead by the end of
+  it (or handed to the caller by a workspace helper such as ``get_workspace``): a reuse
+  candidate;
+- **escapes**: allocated per call but returned, stored or kept beyond the call;
+- **init**: allocated once (module level, constructors, weight loading, fake kernels,
+  one-off lazy initialisation).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+from allocaudit.auditor import devices
+from allocaudit.auditor.devices import Device, DeviceClassifier
+from allocaudit.auditor.escapes import Escape, FunctionFlow, unparse
+from allocaudit.auditor.factories import (
+    FILL,
+    TENSOR_METHOD_FACTORIES,
+    TORCH_FACTORIES,
+    ArgSpec,
+    BoundArgs,
+    bind,
+)
+from allocaudit.auditor.functions import FunctionIndex, FunctionInfo
+from allocaudit.auditor.names import NameResolver
+
+WORKSPACE = "workspace"
+ESCAPES = "escapes"
+INIT = "init"
+
+DTYPE_NAMES = frozenset(
+    f"torch.{n}"
+    for n in (
+        "float", "float32", "float64", "double", "float16", "half", "bfloat16", "int", "int8",
+        "int16", "int32", "int64", "long", "uint8", "bool", "float8_e4m3fn", "float8_e5m2",
+        "float8_e4m3fnuz", "float8_e5m2fnuz", "complex64", "complex128", "uint16", "uint32", "uint64",
+    )
+)
+# Keyword arguments that the codemod cannot carry into get_empty, with the reason.
+UNFIXABLE_KEYWORDS = {
+    "out": "writes into `out=`: nothing is allocated",
+    "requires_grad": "`requires_grad=`: a reused buffer cannot carry autograd state",
+    "pin_memory": "`pin_memory=`: pinned host memory is not a device workspace",
+}
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    not_per_call: tuple[str, ...]
+    per_call: tuple[str, ...]
+    workspace_helpers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AllocationSite:
+    call: ast.Call
+    api: str  # "torch.zeros", "Tensor.new_zeros", or "torch.zeros|torch.empty" for an alias of several
+    factory: Optional[str]  # "zeros"; None when the callee may be several factories
+    device: Device
+    moved: bool  # allocated on the default device, then moved with .cuda()/.to()
+    site_class: str
+    evidence: str
+    function: Optional[FunctionInfo]
+    notes: tuple[str, ...]
+    fixable: bool
+    not_fixable_reason: Optional[str]
+
+    @property
+    def qualname(self) -> str:
+        return self.function.qualname if self.function else "<module>"
+
+
+@dataclass
+class ModuleFacts:
+    tree: ast.Module
+    resolver: NameResolver
+    functions: FunctionIndex
+    parents: dict[ast.AST, ast.AST]
+    sites: list[AllocationSite]
+
+
+def _arg_specs(call: ast.Call) -> list[ArgSpec]:
+    specs = [ArgSpec("star" if isinstance(a, ast.Starred) else "pos") for a in call.args]
+    specs += [ArgSpec("dstar" if k.arg is None else "kw", k.arg) for k in call.keywords]
+    return specs
+
+
+def _arg(call: ast.Call, index: Optional[int]) -> Optional[ast.expr]:
+    if index is None:
+        return None
+    if index < len(call.args):
+        return call.args[index]
+    return call.keywords[index - len(call.args)].value
+
+
+def _is_literal(expr: Optional[ast.AST], *values) -> bool:
+    return isinstance(expr, ast.Constant) and any(expr.value == v and type(expr.value) is type(v) for v in values)
+
+
+class ModuleAnalyzer:
+    def __init__(
+        self,
+        tree: ast.Module,
+        options: AnalysisOptions,
+        package: tuple[str, ...] = (),
+        exports: Optional[Mapping[str, Mapping[str, frozenset[str]]]] = None,
+    ) -> None:
+        self.tree = tree
+        self.options = options
+        self.resolver = NameResolver(tree, package, exports)
+        self.functions = FunctionIndex(tree, self.resolver, options.not_per_call, options.per_call, options.workspace_helpers)
+        self.parents: dict[ast.AST, ast.AST] = {}
+        for node in ast.walk(tree):
+            for child in ast.iter_child_nodes(node):
+                self.parents[child] = node
+        self._flows: dict[ast.AST, FunctionFlow] = {}
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _scope_node(self, node: ast.AST) -> ast.AST:
+        parent = self.parents.get(node)
+        while parent is not None and parent not in self.resolver.scope_of:
+            parent = self.parents.get(parent)
+        return parent if parent is not None else self.tree
+
+    def resolve(self, expr: ast.AST, at: ast.AST) -> frozenset[str]:
+        return self.resolver.resolve(expr, self.resolver.scope_of[self._scope_node(at)])
+
+    def owner(self, node: ast.AST) -> Optional[ast.AST]:
+        """The def (not lambda) an expression belongs to."""
+        parent = self.parents.get(node)
+        while parent is not None:
+            if isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                return parent
+            if isinstance(parent, ast.ClassDef):
+                return None
+            parent = self.parents.get(parent)
+        return None
+
+    def flow(self, function: ast.AST) -> FunctionFlow:
+        if function not in self._flows:
+            self._flows[function] = FunctionFlow(function, self.parents, lambda e, f=function: self.resolve(e, f.body[0]))
+        return self._flows[function]
+
+    def _value_of(self, name: str, function: Optional[ast.AST]) -> Optional[ast.expr]:
+        """The one value a plain name is assigned, in the function or else at module level."""
+        if function is not None:
+            flow = self.flow(function)
+            if name in flow.params:
+                return None
+            values = flow.stores.get(name)
+            if values:
+                return values[0] if len(values) == 1 else None
+        sources = self.resolver.module_scope.bindings.get(name)
+        if sources and len(sources) == 1 and isinstance(sources[0], ast.expr):
+            return sources[0]
+        return None
+
+    # -- the analysis -----------------------------------------------------------------
+
+    def factory_of(self, call: ast.Call) -> Optional[tuple[str, Optional[str]]]:
+        """(api, factory) when ``call`` is a factory call, else None."""
+        func = call.func
+        if isinstance(func, ast.Attribute) and func.attr in TENSOR_METHOD_FACTORIES:
+            if not self.resolve(func.value, call):  # x.new_zeros(...), not some torch module attribute
+                return f"Tensor.{func.attr}", func.attr
+        names = self.resolve(func, call)
+        if not names:
+            return None
+        factories = sorted(n for n in names if n.startswith("torch.") and n[6:] in TORCH_FACTORIES)
+        if len(factories) != len(names):
+            return None
+        if len(factories) == 1:
+            return factories[0], factories[0][6:]
+        return "|".join(factories), None
+
+    def sites(self) -> list[AllocationSite]:
+        found = []
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Call):
+                kind = self.factory_of(node)
+                if kind is not None:
+                    found.append(self._site(node, *kind))
+        found.sort(key=lambda s: (s.call.lineno, s.call.col_offset))
+        return found
+
+    def _device(self, call: ast.Call, factory: Optional[str], bound: BoundArgs, function) -> tuple[Device, bool]:
+        classifier = DeviceClassifier(
+            resolve=lambda e: self.resolve(e, call),
+            lookup=lambda name: self._value_of(name, function),
+            text=unparse,
+        )
+        moved = self._moved_to(call, classifier)
+        if moved is not None:
+            return moved, True
+        device_expr = _arg(call, bound.keyword("device"))
+        if device_expr is not None:
+            return classifier.classify(device_expr), False
+        if bound.like is not None:
+            return Device(devices.INHERITED, f"{unparse(_arg(call, bound.like))}.device"), False
+        if factory in TENSOR_METHOD_FACTORIES and isinstance(call.func, ast.Attribute):
+            return Device(devices.INHERITED, f"{unparse(call.func.value)}.device"), False
+        context = self._default_device_context(call)
+        if context is not None:
+            return classifier.classify(context), False
+        return Device(devices.DEFAULT), False
+
+    def _moved_to(self, call: ast.Call, classifier: DeviceClassifier) -> Optional[Device]:
+        """`torch.empty(n).cuda()` / `.to("cuda")`: the device it is moved to, if CUDA."""
+        attr = self.parents.get(call)
+        method = self.parents.get(attr)
+        if not (isinstance(attr, ast.Attribute) and isinstance(method, ast.Call) and method.func is attr):
+            return None
+        if attr.attr == "cuda":
+            return Device(devices.CUDA, ".cuda()")
+        if attr.attr != "to":
+            return None
+        target = next((k.value for k in method.keywords if k.arg == "device"), None)
+        if target is None and method.args:
+            first = method.args[0]
+            if self.resolve(first, call) & DTYPE_NAMES or (isinstance(first, ast.Name) and "dtype" in first.id):
+                return None
+            target = first
+        if target is None:
+            return None
+        device = classifier.classify(target)
+        return device if device.on_cuda else None
+
+    def _default_device_context(self, call: ast.Call) -> Optional[ast.expr]:
+        """The device of an enclosing `with torch.device(...):` block."""
+        parent = self.parents.get(call)
+        while parent is not None:
+            if isinstance(parent, (ast.With, ast.AsyncWith)):
+                for item in parent.items:
+                    ctx = item.context_expr
+                    if isinstance(ctx, ast.Call) and self.resolve(ctx.func, call) & {"torch.device"} and ctx.args:
+                        return ctx.args[0]
+            parent = self.parents.get(parent)
+        return None
+
+    def _site(self, call: ast.Call, api: str, factory: Optional[str]) -> AllocationSite:
+        function = self.owner(call)
+        info = self.functions.info.get(function) if function is not None else None
+        bound = bind(self._binding_factory(api), _arg_specs(call))
+        device, moved = self._device(call, factory, bound, function)
+
+        notes: list[str] = []
+        escape: Optional[Escape] = None
+        if function is None:
+            site_class = INIT
+            evidence = "module level" if not self._in_class_body(call) else "class body"
+        elif not info.per_call:
+            site_class, evidence = INIT, info.why_not_per_call
+        else:
+            flow = self.flow(function)
+            flags = flow.notes(call)
+            if flags.loop:
+                notes.append("in a loop: allocated on every iteration")
+            if flags.comprehension:
+                notes.append("in a comprehension: one allocation per element")
+            if flags.in_lambda:
+                notes.append("in a lambda: allocated on every call of it")
+            escape = flow.escape_of(self._outermost_move(call))
+            site_class, evidence = self._classify(call, info, flow, escape)
+
+        fixable, reason = self._fixability(call, site_class, factory, bound, device, moved, info, escape)
+        return AllocationSite(
+            call=call,
+            api=api,
+            factory=factory,
+            device=device,
+            moved=moved,
+            site_class=site_class,
+            evidence=evidence,
+            function=info,
+            notes=tuple(notes),
+            fixable=fixable,
+            not_fixable_reason=reason,
+        )
+
+    @staticmethod
+    def _binding_factory(api: str) -> str:
+        """The factory whose signature binds the call; for an alias of several factories
+        (`torch.zeros if c else torch.empty`) any of them, as long as they bind alike."""
+        names = [a.rpartition(".")[2] for a in api.split("|")]
+        kinds = {TORCH_FACTORIES.get(n) or TENSOR_METHOD_FACTORIES.get(n) for n in names}
+        return names[0] if len(kinds) == 1 else "empty_like"
+
+    def _outermost_move(self, call: ast.Call) -> ast.AST:
+        attr = self.parents.get(call)
+        method = self.parents.get(attr)
+        if isinstance(attr, ast.Attribute) and attr.attr in ("cuda", "to") and isinstance(method, ast.Call):
+            return method
+        return call
+
+    def _in_class_body(self, call: ast.AST) -> bool:
+        parent = self.parents.get(call)
+        while parent is not None:
+            if isinstance(parent, ast.ClassDef):
+                return True
+            parent = self.parents.get(parent)
+        return False
+
+    def _classify(self, call: ast.Call, info: FunctionInfo, flow: FunctionFlow, escape: Optional[Escape]) -> tuple[str, str]:
+        if escape is None:
+            return WORKSPACE, f"dies within `{info.qualname}`"
+        if escape.kind in ("stored", "global", "appended") and escape.statement is not None:
+            guard = self._lazy_guard(flow, escape)
+            if guard is not None:
+                return INIT, f"one-off lazy init guarded by `if {unparse(guard)}`"
+        if escape.kind == "returned" and info.workspace_helper:
+            return WORKSPACE, f"returned by workspace helper `{info.qualname}` to its caller"
+        how = escape.how
+        if escape.kind == "returned":
+            how = self._returned_how(call, flow)
+        return ESCAPES, how
+
+    def _returned_how(self, call: ast.Call, flow: FunctionFlow) -> str:
+        """Evidence for a returned value; names the optional-output idiom where it applies."""
+        parent = self.parents.get(self._outermost_move(call))
+        if isinstance(parent, ast.Assign):
+            for target in parent.targets:
+                if isinstance(target, ast.Name) and target.id in flow.params:
+                    return f"returned as parameter `{target.id}` (optional-output idiom)"
+        return "returned to the caller"
+
+    def _lazy_guard(self, flow: FunctionFlow, escape: Escape) -> Optional[ast.expr]:
+        target = escape.target
+        if target is None:
+            return None
+        # Compared as source text: the stored target has a Store context, the test a Load.
+        target_text = ast.unparse(target.value if isinstance(target, ast.Subscript) else target)
+        attr_name = target.attr if isinstance(target, ast.Attribute) else None
+        for test in flow.enclosing_guards(escape.statement):
+            for sub in ast.walk(test):
+                if isinstance(sub, (ast.Attribute, ast.Name, ast.Subscript)) and ast.unparse(sub) == target_text:
+                    return test
+                if attr_name and isinstance(sub, ast.Constant) and sub.value == attr_name:
+                    return test  # hasattr(self, "_buf") / getattr(self, "_buf", None)
+        return None
+
+    def _fixability(self, call, site_class, factory, bound, device, moved, info, escape) -> tuple[bool, Optional[str]]:
+        if site_class != WORKSPACE:
+            return False, f"{site_class} site: only per-call workspaces are rewritten"
+        if not device.on_cuda:
+            return False, "not a CUDA allocation"
+        if factory is None:
+            return False, "the callee is an alias of several factories"
+        if info.compiled:
+            return False, f"inside torch.compile'd `{info.qualname}`: the compiler plans its buffers"
+        if info.custom_op:
+            return False, f"inside custom-op implementation `{info.qualname}`"
+        if moved:
+            return False, "allocated on the default device, then moved: allocate on the device directly first"
+        if bound.has_dstar:
+            return False, "`**kwargs` hides some arguments"
+        for name, reason in UNFIXABLE_KEYWORDS.items():
+            value = _arg(call, bound.keyword(name))
+            if value is not None and not _is_literal(value, None, False):
+                return False, reason
+        layout = _arg(call, bound.keyword("layout"))
+        if layout is not None and "torch.strided" not in self.resolve(layout, call):
+            return False, "non-strided `layout=`"
+        memory_format = _arg(call, bound.keyword("memory_format"))
+        contiguous = memory_format is not None and "torch.contiguous_format" in self.resolve(memory_format, call)
+        if memory_format is not None and not contiguous:
+            return False, "`memory_format=` other than torch.contiguous_format"
+        kind = TORCH_FACTORIES.get(factory) or TENSOR_METHOD_FACTORIES.get(factory)
+        if kind == "strided":
+            return False, "explicit strides: get_empty returns contiguous tensors"
+        if kind in ("like", "full_like") and not contiguous:
+            return False, "the result follows the input's memory format: add memory_format=torch.contiguous_format if the input is contiguous"
+        fill = FILL[factory]
+        if fill == "1":
+            return False, "filled with ones: get_empty only zero-fills"
+        if fill == "fill" and not _is_literal(_arg(call, bound.fill), 0, 0.0, False):
+            return False, "filled with a value other than a literal zero"
+        if bound.size_keyword is None and not bound.size and kind not in ("like", "full_like"):
+            return False, "no size argument"
+        return True, None
+
+
+def analyze(
+    tree: ast.Module,
+    options: AnalysisOptions,
+    package: tuple[str, ...] = (),
+    exports: Optional[Mapping[str, Mapping[str, frozenset[str]]]] = None,
+) -> ModuleFacts:
+    analyzer = ModuleAnalyzer(tree, options, package, exports)
+    return ModuleFacts(analyzer.tree, analyzer.resolver, analyzer.functions, analyzer.parents, analyzer.sites())
+
+
+def module_exports(tree: ast.Module, package: Sequence[str] = ()) -> dict[str, frozenset[str]]:
+    """Module-level names bound to torch factories (what other modules may import)."""
+    resolver = NameResolver(tree, tuple(package))
+    return resolver.module_aliases(lambda q: q.startswith("torch.") and q[6:] in TORCH_FACTORIES)

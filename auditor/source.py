@@ -1,0 +1,64 @@
+"""Reading a source file: bytes, size limit, encoding, parse — each failure a clear reason."""
+
+from __future__ import annotations
+
+import ast
+import errno
+import io
+import os
+import tokenize
+import warnings
+
+
+class SourceError(Exception):
+    """Why a file cannot be scanned (the message is the reason shown to the user)."""
+
+
+def read_bytes(path: str, max_size: int) -> bytes:
+    try:
+        size = os.stat(path).st_size
+        if size > max_size:
+            raise SourceError(f"file too large ({size / 1e6:.1f} MB > max-file-size {max_size / 1e6:.1f} MB)")
+        with open(path, "rb") as handle:
+            return handle.read(max_size + 1)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise SourceError("broken symlink") from None
+        raise SourceError("file vanished during the scan") from None
+    except PermissionError:
+        raise SourceError("permission denied") from None
+    except IsADirectoryError:
+        raise SourceError("is a directory") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SourceError("symlink loop") from None
+        raise SourceError(exc.strerror or str(exc)) from None
+
+
+def decode(data: bytes) -> str:
+    """Text of a Python source file, honouring a BOM and a PEP 263 encoding cookie."""
+    nul = data.find(b"\0")
+    if nul != -1:
+        raise SourceError(f"binary file (NUL byte at offset {nul})")
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as exc:
+        raise SourceError(f"bad encoding declaration: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"not valid {encoding.upper().replace('-SIG', '')}: undecodable byte at offset {exc.start}") from None
+    except LookupError:
+        raise SourceError(f"unknown encoding `{encoding}`") from None
+
+
+def parse(text: str, path: str) -> ast.Module:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escape sequences and the like
+            return ast.parse(text, filename=path)
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}" + (f", column {exc.offset}" if exc.offset else "")
+        raise SourceError(f"syntax error at {where}: {exc.msg}") from None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise SourceError(f"cannot parse: {type(exc).__name__}: {exc}") from None
