@@ -134,6 +134,14 @@ def scan_source(path: str, data: bytes, settings: Settings, exports: Optional[Ex
 # -- the cache ------------------------------------------------------------------------
 
 
+def _analyzer_digest() -> str:
+    """Digest of the auditor's own source, so a changed analysis never serves old results."""
+    digest = hashlib.blake2b(digest_size=8)
+    for source in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
 class ResultCache:
     """Findings per file, keyed by path and content, one JSON file per settings digest.
 
@@ -142,7 +150,7 @@ class ResultCache:
 
     def __init__(self, directory: Path, fingerprint: str) -> None:
         self.directory = directory
-        self.file = directory / f"scan-v{CACHE_VERSION}-{fingerprint}.json"
+        self.file = directory / f"scan-v{CACHE_VERSION}-{_analyzer_digest()}-{fingerprint}.json"
         self.entries: dict[str, list[dict]] = {}
         self.dirty = False
         try:
@@ -243,11 +251,13 @@ def scan(
     exports = collect_exports(sources)
     exports_digest = hashlib.blake2b(repr(sorted((k, sorted(v.items())) for k, v in exports.items())).encode(), digest_size=8).hexdigest()
 
+    alias_names = sorted({name for aliases in exports.values() for name in aliases})
+    alias_filter = re.compile(rb"\b(?:" + b"|".join(re.escape(n.encode()) for n in alias_names) + rb")\b") if alias_names else None
     cache = ResultCache(cache_dir, settings.fingerprint()) if cache_dir is not None else None
     todo: list[tuple[str, bytes]] = []
     keys: dict[str, str] = {}
     for path, data in sources.items():
-        if not PREFILTER.search(data):
+        if not PREFILTER.search(data) and not (alias_filter and alias_filter.search(data)):
             try:
                 decode(data)  # still report a binary or mis-encoded file
             except SourceError as exc:

@@ -309,17 +309,16 @@ class ModuleAnalyzer:
 
     def _classify(self, call: ast.Call, info: FunctionInfo, flow: FunctionFlow, escape: Optional[Escape]) -> tuple[str, str]:
         if escape is None:
-            return WORKSPACE, f"dies within `{info.qualname}`"
+            return WORKSPACE, "dies within the call"
         if escape.kind in ("stored", "global", "appended") and escape.statement is not None:
             guard = self._lazy_guard(flow, escape)
             if guard is not None:
                 return INIT, f"one-off lazy init guarded by `if {unparse(guard)}`"
         if escape.kind == "returned" and info.workspace_helper:
-            return WORKSPACE, f"returned by workspace helper `{info.qualname}` to its caller"
-        how = escape.how
-        if escape.kind == "returned":
-            how = self._returned_how(call, flow)
-        return ESCAPES, how
+            return WORKSPACE, "a workspace helper hands it to its caller"
+        if escape.how == "returned":  # returned directly, not through a closure
+            return ESCAPES, self._returned_how(call, flow)
+        return ESCAPES, escape.how
 
     def _returned_how(self, call: ast.Call, flow: FunctionFlow) -> str:
         """Evidence for a returned value; names the optional-output idiom where it applies."""

@@ -47,5 +47,6 @@ def describe_device(site: AllocationSite) -> str:
     return f"device {device.text}" if device.text else f"device {device.form}"
 
 
-def with_notes(text: str, site: AllocationSite) -> str:
-    return "; ".join((text, *site.notes)) if site.notes else text
+def evidence(site: AllocationSite) -> str:
+    """The evidence for a site's class, its device and any notes, for a message's parentheses."""
+    return "; ".join((site.evidence, describe_device(site), *site.notes))

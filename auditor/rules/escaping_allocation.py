@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from allocaudit.auditor.rules.base import Report, Rule, describe_device, with_notes
+from allocaudit.auditor.rules.base import Report, Rule, evidence
 from allocaudit.auditor.sites import ESCAPES, ModuleFacts
 
 
@@ -50,5 +50,4 @@ passing an output buffer in (the `out=` idiom), and allocate that buffer once.
         for site in facts.sites:
             if site.site_class != ESCAPES or not site.device.on_cuda:
                 continue
-            text = f"`{site.api}` allocates on every call of `{site.qualname}` and escapes ({site.evidence}; {describe_device(site)})"
-            yield Report(site.call, with_notes(text, site), site)
+            yield Report(site.call, f"`{site.api}` allocates on every call of `{site.qualname}` and escapes ({evidence(site)})", site)

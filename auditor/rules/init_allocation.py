@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from allocaudit.auditor.rules.base import Report, Rule, describe_device
+from allocaudit.auditor.rules.base import Report, Rule, evidence
 from allocaudit.auditor.sites import INIT, ModuleFacts
 
 
@@ -46,4 +46,4 @@ Fix: none needed. If a "set-up" function actually runs every step, add its name 
         for site in facts.sites:
             if site.site_class != INIT or not site.device.on_cuda:
                 continue
-            yield Report(site.call, f"`{site.api}` allocates once ({site.evidence}; {describe_device(site)})", site)
+            yield Report(site.call, f"`{site.api}` allocates once ({evidence(site)})", site)

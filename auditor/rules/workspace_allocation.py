@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from allocaudit.auditor.rules.base import Report, Rule, describe_device, with_notes
+from allocaudit.auditor.rules.base import Report, Rule, evidence
 from allocaudit.auditor.sites import WORKSPACE, ModuleFacts
 
 
@@ -92,5 +92,5 @@ memory_format=torch.contiguous_format.
         for site in facts.sites:
             if site.site_class != WORKSPACE or not site.device.on_cuda:
                 continue
-            text = f"`{site.api}` allocates a CUDA workspace on every call ({site.evidence}; {describe_device(site)})"
-            yield Report(site.call, with_notes(text, site) + ": reuse it with get_empty", site)
+            message = f"`{site.api}` allocates a CUDA workspace on every call of `{site.qualname}` ({evidence(site)}): reuse it with get_empty"
+            yield Report(site.call, message, site)

@@ -1,0 +1,113 @@
+"""`--format json`: a versioned document; SCHEMA is its JSON Schema (draft 2020-12).
+
+Schema version 1. Bump SCHEMA_VERSION on any change that removes or renames a field or
+changes its meaning; adding an optional field keeps the version.
+"""
+
+from __future__ import annotations
+
+import json
+
+from allocaudit.auditor.findings import ScanResult
+from allocaudit.auditor.version import VERSION
+
+SCHEMA_VERSION = 1
+
+_NULLABLE_STRING = {"type": ["string", "null"]}
+SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "allocaudit scan report",
+    "type": "object",
+    "required": ["schema_version", "tool", "findings", "errors", "summary"],
+    "additionalProperties": False,
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "tool": {
+            "type": "object",
+            "required": ["name", "version"],
+            "properties": {"name": {"const": "allocaudit"}, "version": {"type": "string"}},
+        },
+        "findings": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": [
+                    "path", "line", "col", "end_line", "end_col", "code", "message", "api",
+                    "device_form", "device", "site_class", "function", "confidence", "fixable",
+                    "not_fixable_reason", "notes",
+                ],
+                "properties": {
+                    "path": {"type": "string", "description": "as given on the command line or found under it"},
+                    "line": {"type": "integer", "minimum": 1},
+                    "col": {"type": "integer", "minimum": 1, "description": "1-based, in characters"},
+                    "end_line": {"type": "integer", "minimum": 1},
+                    "end_col": {"type": "integer", "minimum": 1},
+                    "code": {"type": "string", "pattern": "^AA[0-9]{3}$"},
+                    "message": {"type": "string"},
+                    "api": {**_NULLABLE_STRING, "description": "torch.zeros, Tensor.new_empty, or a|b for an alias of several"},
+                    "device_form": {
+                        "enum": ["cuda", "cuda-current", "inherited", "variable", "default", "not-cuda", None],
+                    },
+                    "device": {**_NULLABLE_STRING, "description": "the device expression as written"},
+                    "site_class": {"enum": ["workspace", "escapes", "init", None]},
+                    "function": {**_NULLABLE_STRING, "description": "qualified name; <module> at module level"},
+                    "confidence": {"enum": ["high", "medium", "low"]},
+                    "fixable": {"type": "boolean"},
+                    "not_fixable_reason": _NULLABLE_STRING,
+                    "notes": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["path", "reason"],
+                "properties": {"path": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        },
+        "summary": {
+            "type": "object",
+            "required": ["files_scanned", "files_parsed", "findings", "fixable", "errors", "by_code", "by_site_class"],
+            "properties": {
+                "files_scanned": {"type": "integer"},
+                "files_parsed": {"type": "integer"},
+                "findings": {"type": "integer"},
+                "fixable": {"type": "integer"},
+                "errors": {"type": "integer"},
+                "by_code": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "by_site_class": {"type": "object", "additionalProperties": {"type": "integer"}},
+            },
+        },
+    },
+}
+
+
+def to_document(result: ScanResult) -> dict:
+    by_code: dict[str, int] = {}
+    by_class: dict[str, int] = {}
+    for f in result.findings:
+        by_code[f.code] = by_code.get(f.code, 0) + 1
+        if f.site_class:
+            by_class[f.site_class] = by_class.get(f.site_class, 0) + 1
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "allocaudit", "version": VERSION},
+        "findings": [f.to_dict() for f in result.findings],
+        "errors": [e.to_dict() for e in result.errors],
+        "summary": {
+            "files_scanned": result.files_scanned,
+            "files_parsed": result.files_parsed,
+            "findings": len(result.findings),
+            "fixable": sum(f.fixable for f in result.findings),
+            "errors": len(result.errors),
+            "by_code": by_code,
+            "by_site_class": by_class,
+        },
+    }
+
+
+def render_json(result: ScanResult, statistics: bool = False) -> str:
+    return json.dumps(to_document(result), indent=2) + "\n"

@@ -1,0 +1,8 @@
+"""The installed version of allocaudit."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    VERSION = version("allocaudit")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    VERSION = "0+unknown"

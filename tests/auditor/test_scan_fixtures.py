@@ -1,0 +1,22 @@
+"""End-to-end fixtures (TorchFix style): each fixtures/scan/NAME.py is scanned with every
+rule on, and the rows `line:col CODE site_class [*]` must equal NAME.expected."""
+
+from pathlib import Path
+
+import pytest
+
+from allocaudit.auditor.engine import scan_source
+from allocaudit.auditor.settings import Settings
+
+FIXTURES = Path(__file__).parent / "fixtures" / "scan"
+
+
+def _row(f):
+    return f"{f.line}:{f.col} {f.code} {f.site_class}{' [*]' if f.fixable else ''}"
+
+
+@pytest.mark.parametrize("source", sorted(FIXTURES.glob("*.py")), ids=lambda p: p.stem)
+def test_fixture_findings_match_expectation(source):
+    findings = scan_source(str(source), source.read_bytes(), Settings(select=("ALL",)))
+    expected = source.with_suffix(".expected").read_text().splitlines()
+    assert [_row(f) for f in findings] == expected
