@@ -44,7 +44,7 @@ def add_observer(fn: Callable[[CacheEvent], None]) -> None:
 def remove_observer(fn: Callable[[CacheEvent], None]) -> None:
     """Stop calling ``fn``; a function that was not added is ignored."""
     global observers
-    observers = tuple(f for f in observers if f is not fn)
+    observers = tuple(f for f in observers if f != fn)
 
 
 def notify(event: CacheEvent) -> None:
