@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from fnmatch import fnmatchcase
+import re
+from fnmatch import translate
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
@@ -13,10 +14,24 @@ from allocaudit.auditor.findings import FileError
 from allocaudit.auditor.settings import Settings
 
 
-def _matches(relative: str, patterns: Iterable[str]) -> bool:
-    """A glob matches the whole relative path or any one of its components."""
-    parts = PurePosixPath(relative).parts
-    return any(fnmatchcase(relative, p) or any(fnmatchcase(part, p) for part in parts) for p in patterns)
+class GlobSet:
+    """Globs that match a relative path when they match the whole path or any one of its
+    components (`build` excludes every folder named build, `*moe*` includes any MoE path).
+    Compiled once: a walk over a large tree asks thousands of times."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        patterns = tuple(patterns)
+        self.literals = frozenset(p for p in patterns if not any(c in p for c in "*?["))
+        globs = [translate(p) for p in patterns if p not in self.literals]
+        self.regex = re.compile("|".join(globs)) if globs else None
+
+    def matches(self, relative: str) -> bool:
+        parts = PurePosixPath(relative).parts
+        if relative in self.literals or not self.literals.isdisjoint(parts):
+            return True
+        if self.regex is None:
+            return False
+        return bool(self.regex.match(relative)) or any(self.regex.match(part) for part in parts)
 
 
 def _relative(path: str, root: str) -> str:
@@ -53,6 +68,7 @@ def discover(paths: Iterable[str], settings: Settings) -> tuple[list[str], list[
 def _walk(top: str, settings: Settings, errors: list[FileError]) -> list[str]:
     found = []
     visited: set[str] = set()
+    exclude, include = GlobSet(settings.exclude), GlobSet(settings.include)
 
     def on_error(exc: OSError) -> None:
         errors.append(FileError(exc.filename or top, exc.strerror or str(exc)))
@@ -65,15 +81,15 @@ def _walk(top: str, settings: Settings, errors: list[FileError]) -> list[str]:
             continue
         visited.add(real)
         rel_folder = _relative(folder, settings.root)
-        dirs[:] = sorted(d for d in dirs if not _matches(f"{rel_folder}/{d}", settings.exclude))
+        dirs[:] = sorted(d for d in dirs if not exclude.matches(f"{rel_folder}/{d}"))
         for name in sorted(names):
             if not name.endswith((".py", ".pyi")):
                 continue
             path = os.path.join(folder, name)
             relative = _relative(path, settings.root)
-            if _matches(relative, settings.exclude):
+            if exclude.matches(relative):
                 continue
-            if not settings.all_files and not _matches(relative, settings.include):
+            if not settings.all_files and not include.matches(relative):
                 continue
             found.append(path)
     return found

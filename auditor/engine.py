@@ -29,14 +29,26 @@ from allocaudit.auditor.source import SourceError, decode, parse, read_bytes
 from allocaudit.auditor.suppression import is_suppressed
 
 CACHE_VERSION = "1"
-# A file that names no factory cannot hold an allocation site: skip it unparsed.
-PREFILTER = re.compile(rb"\.[ \t]*(?:new_)?(?:empty|zeros|ones|full)(?:_like|_strided)?\b|\bfrom[ \t]+torch[ \t]+import\b")
-# A module-level line that may define a factory alias other modules import.
-EXPORT_HINT = re.compile(
-    rb"^(?:\w+[ \t]*(?::[^=\n]*)?=[^\n]*\btorch\.(?:empty|zeros|ones|full)|from[ \t]+torch[ \t]+import[^\n]*\b(?:empty|zeros|ones|full))",
-    re.M,
+# A file that names no factory cannot hold an allocation site: skip it unparsed. Plain
+# substring tests run at memory speed; a regular expression over 75 MB takes seconds.
+FACTORY_HINTS = (b".empty", b".zeros", b".ones", b".full", b".new_", b"from torch import")
+# A factory named but not called (`alloc = torch.empty`, `from torch import zeros as z`):
+# the file may define an alias that other modules import. Both start with a literal,
+# which the regex engine scans for quickly.
+EXPORT_HINTS = (
+    re.compile(rb"torch\.(?:empty|zeros|ones|full)(?:_like|_strided)?\b(?![ \t]*\()"),
+    re.compile(rb"from torch import[^\n]*\b(?:empty|zeros|ones|full)\b"),
 )
 Exports = Mapping[str, Mapping[str, frozenset[str]]]
+
+
+def may_allocate(data: bytes) -> bool:
+    """The text prefilter: False only for a file that cannot hold a factory call."""
+    return any(hint in data for hint in FACTORY_HINTS)
+
+
+def may_export(data: bytes) -> bool:
+    return b"torch" in data and any(hint.search(data) for hint in EXPORT_HINTS)
 
 
 def module_parts(path: str) -> tuple[str, ...]:
@@ -55,7 +67,7 @@ def collect_exports(sources: Mapping[str, bytes]) -> dict[str, dict[str, frozens
     by_suffix: dict[str, dict[str, frozenset[str]]] = {}
     ambiguous: set[str] = set()
     for path, data in sources.items():
-        if not EXPORT_HINT.search(data):
+        if not may_export(data):
             continue
         try:
             tree = parse(decode(data), path)
@@ -187,7 +199,13 @@ class ResultCache:
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".scan-", suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(self.entries, handle)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, self.file)
+            prefix = self.file.name.rsplit("-", 1)[0]
+            for stale in self.directory.glob("scan-v*.json"):
+                # Written by another version of the analysis: it can never be hit again.
+                if not stale.name.startswith(prefix):
+                    stale.unlink(missing_ok=True)
         except OSError:
             pass  # a read-only cache folder only costs speed
 
@@ -257,7 +275,7 @@ def scan(
     todo: list[tuple[str, bytes]] = []
     keys: dict[str, str] = {}
     for path, data in sources.items():
-        if not PREFILTER.search(data) and not (alias_filter and alias_filter.search(data)):
+        if not may_allocate(data) and not (alias_filter and alias_filter.search(data)):
             try:
                 decode(data)  # still report a binary or mis-encoded file
             except SourceError as exc:
