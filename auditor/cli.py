@@ -115,7 +115,7 @@ def scan(
     if no_cache:
         cache = None
     else:
-        cache = cache_dir if cache_dir is not None else Path(settings.root) / ".allocaudit_cache"
+        cache = cache_dir if cache_dir is not None else Path(settings.root or ".") / ".allocaudit_cache"
     result = run_scan(paths, settings, cache_dir=cache, jobs=jobs, show_progress=sys.stderr.isatty())
     rendered = RENDERERS[output_format.value](result, statistics=statistics)
     if output_file is not None:

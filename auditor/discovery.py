@@ -65,8 +65,22 @@ def discover(paths: Iterable[str], settings: Settings) -> tuple[list[str], list[
     return files, errors
 
 
+def _pattern_root(top: str, settings: Settings) -> str:
+    """The folder globs are relative to: the config file's, when the walk is inside it;
+    else the parent of the folder named on the command line, so that `scan layers/fused_moe`
+    includes that folder while `scan .` does not match the name of the folder it runs in."""
+    top = os.path.abspath(top)
+    if settings.root is not None:
+        root = os.path.abspath(settings.root)
+        if os.path.commonpath([root, top]) == root:
+            return root
+    given = os.path.basename(os.path.normpath(top))
+    return os.path.dirname(top) if given and top != os.getcwd() else top
+
+
 def _walk(top: str, settings: Settings, errors: list[FileError]) -> list[str]:
     found = []
+    root = _pattern_root(top, settings)
     visited: set[str] = set()
     exclude, include = GlobSet(settings.exclude), GlobSet(settings.include)
 
@@ -80,13 +94,13 @@ def _walk(top: str, settings: Settings, errors: list[FileError]) -> list[str]:
             dirs[:] = []
             continue
         visited.add(real)
-        rel_folder = _relative(folder, settings.root)
+        rel_folder = _relative(os.path.abspath(folder), root)
         dirs[:] = sorted(d for d in dirs if not exclude.matches(f"{rel_folder}/{d}"))
         for name in sorted(names):
             if not name.endswith((".py", ".pyi")):
                 continue
             path = os.path.join(folder, name)
-            relative = _relative(path, settings.root)
+            relative = _relative(os.path.abspath(path), root)
             if exclude.matches(relative):
                 continue
             if not settings.all_files and not include.matches(relative):

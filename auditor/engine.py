@@ -120,10 +120,13 @@ def _finding(path: str, lines: list[str], rule, report: Report) -> Finding:
     )
 
 
-def scan_source(path: str, data: bytes, settings: Settings, exports: Optional[Exports] = None) -> list[Finding]:
-    """Findings for one file's bytes. Raises SourceError when the file cannot be read as Python."""
+def scan_source(path: str, data: bytes, settings: Settings, exports: Optional[Exports] = None, analyse: bool = True) -> list[Finding]:
+    """Findings for one file's bytes. Raises SourceError when the file cannot be read as
+    Python. ``analyse`` False only checks that it parses (the prefilter ruled out findings)."""
     text = decode(data)
     tree = parse(text, path)
+    if not analyse:
+        return []
     facts = analyze(tree, settings.analysis_options(), package_parts(path), exports)
     codes = settings.enabled_codes()
     minimum = CONFIDENCE_ORDER[settings.min_confidence]
@@ -177,14 +180,16 @@ class ResultCache:
         digest.update(exports_digest.encode())
         return digest.hexdigest()
 
-    def get(self, key: str) -> Optional[list[Finding]]:
-        rows = self.entries.get(key)
-        if rows is None:
+    def get(self, key: str) -> Optional[tuple[list[Finding], Optional[str]]]:
+        """(findings, error reason) stored for ``key``, or None."""
+        entry = self.entries.get(key)
+        if entry is None:
             return None
-        return [Finding(**{**row, "notes": tuple(row.get("notes", ()))}) for row in rows]
+        findings = [Finding(**{**row, "notes": tuple(row.get("notes", ()))}) for row in entry.get("findings", ())]
+        return findings, entry.get("error")
 
-    def put(self, key: str, findings: list[Finding]) -> None:
-        self.entries[key] = [f.to_dict() for f in findings]
+    def put(self, key: str, findings: list[Finding], error: Optional[str]) -> None:
+        self.entries[key] = {"error": error} if error is not None else {"findings": [f.to_dict() for f in findings]}
         self.dirty = True
 
     def save(self) -> None:
@@ -220,17 +225,17 @@ def _init_worker(settings: Settings, exports: Exports) -> None:
     _worker_state["exports"] = exports
 
 
-def _scan_one(job: tuple[str, bytes]) -> tuple[str, list[Finding], Optional[str]]:
-    path, data = job
+def _scan_one(job: tuple[str, bytes, bool]) -> tuple[str, list[Finding], Optional[str]]:
+    path, data, analyse = job
     try:
-        return path, scan_source(path, data, _worker_state["settings"], _worker_state["exports"]), None
+        return path, scan_source(path, data, _worker_state["settings"], _worker_state["exports"], analyse), None
     except SourceError as exc:
         return path, [], str(exc)
     except Exception as exc:  # a bug of ours must not stop the scan of other files
         return path, [], f"internal error while analysing: {type(exc).__name__}: {exc}"
 
 
-def _run_jobs(jobs: list[tuple[str, bytes]], settings: Settings, exports: Exports, processes: int, progress: Optional[Callable[[], None]]):
+def _run_jobs(jobs: list[tuple[str, bytes, bool]], settings: Settings, exports: Exports, processes: int, progress: Optional[Callable[[], None]]):
     if processes <= 1 or len(jobs) < 16:
         _init_worker(settings, exports)
         for job in jobs:
@@ -240,7 +245,7 @@ def _run_jobs(jobs: list[tuple[str, bytes]], settings: Settings, exports: Export
         return
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    # Largest files first, so that no worker is left with a big file at the end.
+    # Largest files first, so that no worker is left with a big one at the end.
     jobs = sorted(jobs, key=lambda job: -len(job[1]))
     with context.Pool(processes, initializer=_init_worker, initargs=(settings, exports)) as pool:
         for result in pool.imap_unordered(_scan_one, jobs, chunksize=max(1, len(jobs) // (processes * 16))):
@@ -272,24 +277,24 @@ def scan(
     alias_names = sorted({name for aliases in exports.values() for name in aliases})
     alias_filter = re.compile(rb"\b(?:" + b"|".join(re.escape(n.encode()) for n in alias_names) + rb")\b") if alias_names else None
     cache = ResultCache(cache_dir, settings.fingerprint()) if cache_dir is not None else None
-    todo: list[tuple[str, bytes]] = []
+    todo: list[tuple[str, bytes, bool]] = []
     keys: dict[str, str] = {}
     for path, data in sources.items():
-        if not may_allocate(data) and not (alias_filter and alias_filter.search(data)):
-            try:
-                decode(data)  # still report a binary or mis-encoded file
-            except SourceError as exc:
-                result.errors.append(FileError(path, str(exc)))
-            continue
-        result.files_parsed += 1
+        # Every file is parsed (a file that does not parse is an error row); only the
+        # files that pass the prefilter are analysed.
+        analyse = may_allocate(data) or bool(alias_filter and alias_filter.search(data))
+        result.files_analysed += analyse
         if cache is not None:
             keys[path] = ResultCache.key(path, data, exports_digest)
             cached = cache.get(keys[path])
             if cached is not None:
                 result.cache_hits += 1
-                result.findings.extend(cached)
+                findings, error = cached
+                result.findings.extend(findings)
+                if error is not None:
+                    result.errors.append(FileError(path, error))
                 continue
-        todo.append((path, data))
+        todo.append((path, data, analyse))
 
     processes = jobs or os.cpu_count() or 1
     bar = _progress_bar(len(todo)) if show_progress and len(todo) >= 200 else None
@@ -297,10 +302,9 @@ def scan(
         for path, findings, error in _run_jobs(todo, settings, exports, processes, bar.advance if bar else None):
             if error is not None:
                 result.errors.append(FileError(path, error))
-                continue
             result.findings.extend(findings)
             if cache is not None:
-                cache.put(keys[path], findings)
+                cache.put(keys[path], findings, error)
     finally:
         if bar:
             bar.close()

@@ -49,7 +49,7 @@ class ScanResult:
     findings: list[Finding] = field(default_factory=list)
     errors: list[FileError] = field(default_factory=list)
     files_scanned: int = 0
-    files_parsed: int = 0  # files that passed the text prefilter and were analysed (or cached)
+    files_analysed: int = 0  # files that passed the text prefilter (the others are only parsed)
     cache_hits: int = 0
 
     @property

@@ -52,7 +52,7 @@ class Settings:
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
     respect_gitignore: bool = True
     all_files: bool = False  # --all: ignore `include`
-    root: str = "."  # patterns are relative to this folder (the config file's)
+    root: Optional[str] = None  # the config file's folder; None: each folder given to scan
 
     def enabled_codes(self) -> frozenset[str]:
         codes = {r.CODE for r in ALL_RULES if r.DEFAULT} if not self.select else set()

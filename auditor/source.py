@@ -43,7 +43,9 @@ def decode(data: bytes) -> str:
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     except SyntaxError as exc:
-        raise SourceError(f"bad encoding declaration: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+        if "unknown encoding" in str(exc):
+            raise SourceError(f"bad encoding declaration: {exc}") from None
+        encoding = "utf-8"  # undecodable first lines and no cookie: say where UTF-8 fails
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:

@@ -70,10 +70,10 @@ SCHEMA = {
         },
         "summary": {
             "type": "object",
-            "required": ["files_scanned", "files_parsed", "findings", "fixable", "errors", "by_code", "by_site_class"],
+            "required": ["files_scanned", "files_analysed", "findings", "fixable", "errors", "by_code", "by_site_class"],
             "properties": {
                 "files_scanned": {"type": "integer"},
-                "files_parsed": {"type": "integer"},
+                "files_analysed": {"type": "integer"},
                 "findings": {"type": "integer"},
                 "fixable": {"type": "integer"},
                 "errors": {"type": "integer"},
@@ -99,7 +99,7 @@ def to_document(result: ScanResult) -> dict:
         "errors": [e.to_dict() for e in result.errors],
         "summary": {
             "files_scanned": result.files_scanned,
-            "files_parsed": result.files_parsed,
+            "files_analysed": result.files_analysed,
             "findings": len(result.findings),
             "fixable": sum(f.fixable for f in result.findings),
             "errors": len(result.errors),
