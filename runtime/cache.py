@@ -201,8 +201,8 @@ class SlotStats:
 class _Slot:
     __slots__ = (
         "name", "device", "is_cuda", "buffer", "capacity", "views", "pinned", "old_pinned",
-        "former_capacity", "hits", "misses", "growths", "fallbacks", "zeroed_bytes",
-        "peak_bytes", "last_site",
+        "last", "last_layout", "last_dtype", "former_capacity", "hits", "misses", "growths",
+        "fallbacks", "zeroed_bytes", "peak_bytes", "last_site",
     )
 
     def __init__(self, name: str, device: torch.device) -> None:
@@ -212,6 +212,9 @@ class _Slot:
         self.buffer: Optional[torch.Tensor] = None  # uint8, 1-D, `capacity` bytes
         self.capacity = -1  # -1 without a buffer, so that no request, not even 0 bytes, fits
         self.views: Dict[torch.dtype, torch.Tensor] = {}  # the whole buffer, per dtype
+        self.last: Optional[torch.Tensor] = None  # a private copy of the last hand-out's view,
+        self.last_layout: Optional[_Layout] = None  # of this layout (the memoised object)
+        self.last_dtype: Optional[torch.dtype] = None  # and this dtype
         self.pinned = False  # `buffer` was handed out during a CUDA graph capture
         self.old_pinned: List[torch.Tensor] = []  # pinned buffers that growth replaced
         self.former_capacity = 0  # capacity before the buffer was let go while idle
@@ -219,17 +222,29 @@ class _Slot:
         self.zeroed_bytes = self.peak_bytes = 0
         self.last_site = "<unknown>"
 
-    def view_as(self, dtype: torch.dtype, cache_name: str) -> torch.Tensor:
-        try:
-            view = self.buffer.view(dtype)
-        except RuntimeError as e:
-            raise TypeError(f"get_empty(cache_name={cache_name!r}): unsupported dtype {dtype}: {e}") from None
-        self.views[dtype] = view
-        return view
+    def hand_out(self, layout: _Layout, dtype: torch.dtype, cache_name: str) -> torch.Tensor:
+        """A new contiguous tensor of ``layout`` and ``dtype`` over the start of the buffer."""
+        if layout is self.last_layout and dtype is self.last_dtype:
+            # The same request as last time (the same memoised layout object): detach() makes a
+            # new tensor with the same sizes, strides and memory, at half the cost of as_strided.
+            return self.last.detach()
+        view = self.views.get(dtype)
+        if view is None:
+            try:
+                view = self.views[dtype] = self.buffer.view(dtype)
+            except RuntimeError as e:
+                raise TypeError(f"get_empty(cache_name={cache_name!r}): unsupported dtype {dtype}: {e}") from None
+        # Kept private, so that nothing a caller does to its tensor's metadata reaches the next one.
+        self.last = view.as_strided(layout[1], layout[2])
+        self.last_layout, self.last_dtype = layout, dtype
+        return self.last.detach()
 
     def is_idle(self) -> bool:
         """No hand-out of the buffer, nor any view made from one, is alive."""
-        return _storage_use_count(self.buffer) == 2 + len(self.views)
+        # One reference each: the buffer, its per-dtype views, `last`, and the storage object
+        # that _storage_use_count makes.
+        own = 2 + len(self.views) + (self.last is not None)
+        return _storage_use_count(self.buffer) == own
 
     def pinned_bytes(self) -> int:
         return sum(b.numel() for b in self.old_pinned) + (self.capacity if self.pinned else 0)
@@ -257,7 +272,7 @@ class WorkspaceCache:
     When a slot grows outside graph capture, the cache first lets go of its idle buffers on that
     device (unpinned, no hand-out alive), so that the caching allocator can reuse their memory
     for the larger buffer, as it would for plain `torch.empty`; those slots allocate again, at
-    no less than their former size, on their next request.
+    no less than their former size, on their next request (a miss, not a growth).
 
     All methods are thread-safe. Hand-outs of one slot share memory: as with any workspace,
     the work that uses one must be ordered (one stream, or synchronised) before the next.
@@ -324,10 +339,9 @@ class WorkspaceCache:
             layout = None
         if layout is None:
             layout = _layout(shape, cache_name)
-        numel, sizes, strides = layout
         if type(dtype) is not torch.dtype:
             raise TypeError(f"get_empty(cache_name={cache_name!r}): dtype must be a torch.dtype, got {dtype!r}")
-        nbytes = numel * dtype.itemsize
+        nbytes = layout[0] * dtype.itemsize
         try:
             dev = _DEVICES[device]
         except (KeyError, TypeError):
@@ -349,16 +363,13 @@ class WorkspaceCache:
                 if slot.is_cuda and not slot.pinned and torch.cuda.is_current_stream_capturing():
                     slot.pinned = True  # the graph being captured will replay into this buffer
                 slot.hits += 1
-                view = slot.views.get(dtype)
-                if view is None:
-                    view = slot.view_as(dtype, cache_name)
-                out = view.as_strided(sizes, strides)
+                out = slot.hand_out(layout, dtype, cache_name)
                 if zero:
                     out.zero_()  # under capture this kernel is captured too: replays re-zero
                     slot.zeroed_bytes += nbytes
                 kind = "hit"
             else:
-                out, kind = self._hand_out(key, sizes, strides, nbytes, dtype, zero)
+                out, kind = self._hand_out(key, layout, nbytes, dtype, zero)
         if hooks.observers:
             hooks.notify(hooks.CacheEvent(self.label, cache_name, dev, kind, nbytes))
         return out
@@ -366,8 +377,7 @@ class WorkspaceCache:
     def _hand_out(
         self,
         key: Tuple[str, torch.device],
-        sizes: Tuple[int, ...],
-        strides: Tuple[int, ...],
+        layout: _Layout,
         nbytes: int,
         dtype: torch.dtype,
         zero: bool,
@@ -387,16 +397,13 @@ class WorkspaceCache:
         kind = "hit" if nbytes <= slot.capacity else self._grow(slot, nbytes, capturing)
         if kind == "fallback":
             slot.fallbacks += 1
-            out = torch.empty(sizes, dtype=dtype, device=dev)
+            out = torch.empty(layout[1], dtype=dtype, device=dev)
         else:
             if kind == "hit":
                 slot.hits += 1
             if capturing:
                 slot.pinned = True  # the graph being captured will replay into this buffer
-            view = slot.views.get(dtype)
-            if view is None:
-                view = slot.view_as(dtype, cache_name)
-            out = view.as_strided(sizes, strides)
+            out = slot.hand_out(layout, dtype, cache_name)
             if self._strict:
                 slot.last_site = _call_site()
         if zero:
@@ -433,9 +440,10 @@ class WorkspaceCache:
             return "fallback"
         kind = "miss" if slot.buffer is None else "growth"
         self._let_go(slot)
-        if not capturing:
-            # Let the allocator reuse idle buffers' memory for this larger one. Under capture
-            # the new buffer comes from the graph's private pool, so this would gain nothing.
+        if kind == "growth" and not capturing:
+            # Let the allocator reuse idle buffers' memory for this larger one. Only on growth:
+            # capacities then only ever increase, so slots cannot keep releasing each other.
+            # Under capture the new buffer comes from the graph's pool: nothing to gain there.
             for other in self._slots.values():
                 if other.device == slot.device and other.buffer is not None and not other.pinned and other.is_idle():
                     other.former_capacity = other.capacity
@@ -460,7 +468,7 @@ class WorkspaceCache:
             slot.old_pinned.append(slot.buffer)  # a captured graph still replays into it
         else:
             self._held -= slot.capacity
-        slot.buffer = None
+        slot.buffer = slot.last = slot.last_layout = None
         slot.views = {}
         slot.capacity = -1
         slot.pinned = False

@@ -282,3 +282,24 @@ def test_release_pinned_without_graphs_changes_nothing(cache):
     cache.release_pinned()
     assert held(cache, "ws") == 448
     assert cache.stats()[("ws", "cpu")].bytes_pinned == 0
+
+
+def test_after_warm_up_a_repeating_pattern_over_several_slots_is_all_hits(cache):
+    # Slots must not let go of each other's buffers on every request.
+    pattern = [((32, 128, 64), torch.float8_e4m3fn, "ws0"), ((32, 128, 64), torch.bfloat16, "ws1"),
+               ((32, 128, 2), torch.int32, "sf")]
+    for _ in range(5):
+        for shape, dtype, name in pattern:
+            get_empty(shape, dtype, device="cpu", cache_name=name, cache=cache)
+    for _, _, name in pattern:
+        s = cache.stats()[(name, "cpu")]
+        assert (s.misses, s.growths, s.hits) == (1, 0, 4)
+
+
+def test_hand_outs_have_independent_metadata(cache):
+    a = get_empty((4, 4), torch.float32, device="cpu", cache_name="ws", cache=cache)
+    a.unsqueeze_(0)
+    a.requires_grad_()
+    del a
+    b = get_empty((4, 4), torch.float32, device="cpu", cache_name="ws", cache=cache)
+    assert b.shape == (4, 4) and b.stride() == (4, 1) and not b.requires_grad
