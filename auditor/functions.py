@@ -63,6 +63,7 @@ class FunctionIndex:
 
     def __init__(
         self,
+        calls: Iterable[ast.Call],
         tree: ast.Module,
         resolver: NameResolver,
         not_per_call: Iterable[str],
@@ -73,17 +74,15 @@ class FunctionIndex:
         self.not_per_call = tuple(not_per_call)
         self.per_call = tuple(per_call)
         self.workspace_helpers = tuple(workspace_helpers)
-        self.fake_names, self.custom_op_names, self.compiled_names = self._registrations(tree)
+        self.fake_names, self.custom_op_names, self.compiled_names = self._registrations(calls)
         self.info: dict[ast.AST, FunctionInfo] = {}
         self._walk(tree.body, (), None, False)
 
-    def _registrations(self, tree: ast.Module) -> tuple[set[str], set[str], set[str]]:
+    def _registrations(self, calls: Iterable[ast.Call]) -> tuple[set[str], set[str], set[str]]:
         """Functions registered by call rather than decorator (`register_fake("op", f)`,
         `direct_register_custom_op(name, f, fake_impl=g)`, `f = torch.compile(f)`)."""
         fake, custom, compiled = set(), set(), set()
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Call):
-                continue
+        for node in calls:
             callee = _callee_name(node)
             names = [a.id for a in node.args if isinstance(a, ast.Name)]
             for kw in node.keywords:

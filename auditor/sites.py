@@ -21,6 +21,7 @@ from allocaudit.auditor.devices import Device, DeviceClassifier
 from allocaudit.auditor.escapes import Escape, FunctionFlow, unparse
 from allocaudit.auditor.factories import (
     FILL,
+    ALL_FACTORY_NAMES,
     TENSOR_METHOD_FACTORIES,
     TORCH_FACTORIES,
     ArgSpec,
@@ -113,12 +114,34 @@ class ModuleAnalyzer:
     ) -> None:
         self.tree = tree
         self.options = options
-        self.resolver = NameResolver(tree, package, exports)
-        self.functions = FunctionIndex(tree, self.resolver, options.not_per_call, options.per_call, options.workspace_helpers)
+        self.exports = exports or {}
+        # One pass over the tree: parent links, every call, and whether any name could
+        # denote a factory at all. Most files that pass the text prefilter only mention
+        # one (`torch.cuda.empty_cache()`), and they need no name resolution.
         self.parents: dict[ast.AST, ast.AST] = {}
-        for node in ast.walk(tree):
+        self.calls: list[ast.Call] = []
+        factory_words = ALL_FACTORY_NAMES | {name for aliases in self.exports.values() for name in aliases}
+        self.may_have_sites = False
+        stack: list[ast.AST] = [tree]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, ast.Call):
+                self.calls.append(node)
+            elif isinstance(node, ast.Attribute):
+                self.may_have_sites |= node.attr in factory_words
+            elif isinstance(node, ast.Name):
+                self.may_have_sites |= node.id in factory_words
+            elif isinstance(node, ast.alias):
+                self.may_have_sites |= (node.asname or node.name).rpartition(".")[2] in factory_words or node.name in factory_words
             for child in ast.iter_child_nodes(node):
                 self.parents[child] = node
+                stack.append(child)
+        self.calls.reverse()  # source order, for stable output
+        scope_tree = tree if self.may_have_sites else ast.Module(body=[], type_ignores=[])
+        self.resolver = NameResolver(scope_tree, package, exports)
+        self.functions = FunctionIndex(
+            self.calls, scope_tree, self.resolver, options.not_per_call, options.per_call, options.workspace_helpers
+        )
         self._flows: dict[ast.AST, FunctionFlow] = {}
 
     # -- helpers ----------------------------------------------------------------------
@@ -181,12 +204,13 @@ class ModuleAnalyzer:
         return "|".join(factories), None
 
     def sites(self) -> list[AllocationSite]:
+        if not self.may_have_sites:
+            return []
         found = []
-        for node in ast.walk(self.tree):
-            if isinstance(node, ast.Call):
-                kind = self.factory_of(node)
-                if kind is not None:
-                    found.append(self._site(node, *kind))
+        for node in self.calls:
+            kind = self.factory_of(node)
+            if kind is not None:
+                found.append(self._site(node, *kind))
         found.sort(key=lambda s: (s.call.lineno, s.call.col_offset))
         return found
 
