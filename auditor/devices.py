@@ -61,7 +61,12 @@ class DeviceClassifier:
         if expr is None:
             return Device(DEFAULT)
         form = self._form(expr, _depth)
-        return Device(form, self.text(expr))
+        text = self.text(expr)
+        if isinstance(expr, ast.Name):
+            value = self.lookup(expr.id)
+            if value is not None:
+                text = f"{text} = {self.text(value)}"
+        return Device(form, text)
 
     def _form(self, expr: ast.AST, depth: int) -> str:
         if depth > 4:
@@ -96,6 +101,9 @@ class DeviceClassifier:
                 return self._form(expr.args[0], depth + 1)
             if any(n.startswith("torch.cuda.") for n in names):
                 return CUDA_CURRENT  # torch.cuda.current_device(), torch.cuda.device_count()-1...
+            callee = expr.func.attr if isinstance(expr.func, ast.Attribute) else getattr(expr.func, "id", "")
+            if callee in ("current_device", "current_device_name"):
+                return CUDA_CURRENT  # accelerator abstractions: get_accelerator().current_device()
             return VARIABLE
         if isinstance(expr, ast.IfExp):
             forms = {self._form(expr.body, depth + 1), self._form(expr.orelse, depth + 1)}

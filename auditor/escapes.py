@@ -3,9 +3,15 @@
 Flow-insensitive and local to one function: the value is followed through names it is
 bound to, views and in-place methods taken of it, containers built in the function, and
 closures. It escapes when it is returned or yielded, stored on an attribute, a global or
-a container that outlives the call, or saved for backward. Passing it to a call consumes
-it (kernels write into workspaces); where a rebinding makes the analysis unsure, it
-errs towards "escapes", which keeps the codemod away from the site.
+a container that outlives the call, or saved for backward.
+
+What a call does with an argument comes from ``call_effect``: torch functions consume it
+(or return a view of it), a function of the same module is summarised by this same
+analysis of its parameter, a constructor keeps it in the object it builds, and any other
+callee is unknown: its result is followed as if it could be the argument, and an escape
+found only that way is reported as uncertain (the site stays a workspace, but not one the
+codemod may rewrite). Where a rebinding makes the analysis unsure it errs towards
+"escapes", which keeps the codemod away from the site.
 """
 
 from __future__ import annotations
@@ -60,6 +66,25 @@ class Escape:
 
 
 @dataclass(frozen=True)
+class CallEffect:
+    """What a call does with one of its arguments."""
+
+    kind: str  # consumes | returns (the result is or holds it) | keeps | unknown
+    how: str = ""  # evidence: the callee, or how it keeps the argument
+
+
+CONSUMES = CallEffect("consumes")
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    escape: Optional[Escape] = None  # the first certain escape
+    stores: tuple[Escape, ...] = ()  # every certain store into longer-lived state (for lazy init)
+    uncertain: Optional[Escape] = None  # an escape only through the result of an unknown call
+    into_container: Optional[str] = None  # a local container the value was put in
+
+
+@dataclass(frozen=True)
 class Notes:
     loop: bool = False
     comprehension: bool = False
@@ -79,10 +104,14 @@ class FunctionFlow:
         function: FunctionNode,
         parents: dict[ast.AST, ast.AST],
         resolve: Callable[[ast.AST], frozenset[str]],
+        call_effect: Callable[[ast.Call, ast.AST], CallEffect],
+        is_tensor: Callable[[ast.AST], bool],
     ) -> None:
         self.function = function
         self.parents = parents
         self.resolve = resolve
+        self.call_effect = call_effect
+        self.is_tensor = is_tensor
         self.params = {
             a.arg
             for a in (*function.args.posonlyargs, *function.args.args, *function.args.kwonlyargs, function.args.vararg, function.args.kwarg)
@@ -92,6 +121,7 @@ class FunctionFlow:
         self.stores: dict[str, list[ast.AST]] = {}  # name -> assigned values (or the binding node)
         self.globals: set[str] = set()
         self.nested: dict[ast.AST, str] = {}  # nested def node -> its name
+        self.stored_attributes: set[str] = set()  # `self.x` targets assigned in the function
         for node in ast.walk(function):
             if isinstance(node, ast.Name):
                 if isinstance(node.ctx, ast.Load):
@@ -104,35 +134,68 @@ class FunctionFlow:
                 for target in node.targets:
                     if isinstance(target, ast.Name):
                         self.stores.setdefault(target.id, []).append(node.value)
+                    elif isinstance(target, ast.Attribute):
+                        self.stored_attributes.add(ast.unparse(target))
 
     # -- the public question ----------------------------------------------------------
 
-    def escape_of(self, value: ast.AST) -> Optional[Escape]:
+    def escape_of(self, value: ast.AST) -> FlowResult:
         """How ``value`` (an expression in this function) outlives the call, if it does."""
-        worklist: list[tuple[ast.AST, Optional[str]]] = [(value, None)]
-        seen_names: set[str] = set()
-        while worklist:
-            expr, closure = worklist.pop()
-            escape, names = self._consumer(expr)
-            if escape is not None:
-                if closure is not None:
-                    how = f"captured by closure `{closure}`, which is {escape.how}"
-                    return Escape(escape.kind, how, escape.target, escape.statement)
-                return escape
-            for name, via in names:
-                if name in seen_names:
-                    continue
-                seen_names.add(name)
-                if name in self.globals:
-                    return Escape("global", f"stored in global `{name}`", ast.Name(id=name, ctx=ast.Load()), via)
-                for use in self.loads.get(name, ()):
-                    found = self._closure_uses(use)
-                    if found is None:
-                        worklist.append((use, closure))
-                    else:
-                        nested_name, uses = found
-                        worklist.extend((u, nested_name) for u in uses)
-        return None
+        return self._follow([(value, None, None)])
+
+    def escape_of_parameter(self, name: str) -> FlowResult:
+        """How the argument bound to parameter ``name`` outlives a call of this function."""
+        return self._follow([], [(name, self.function)])
+
+    def _follow(self, worklist, bound=()) -> FlowResult:
+        # Items: (expression, closure it was captured by, unknown callee it came through).
+        seen: set[tuple[str, bool]] = set()
+        uncertain: Optional[Escape] = None
+        container: Optional[str] = None
+        certain: list[Escape] = []
+        pending_names = [(name, via, None, None) for name, via in bound]
+        while worklist or pending_names:
+            if worklist:
+                expr, closure, through = worklist.pop()
+                escape, names, onward = self._consumer(expr)
+                if onward is not None:
+                    call, callee = onward
+                    worklist.append((call, closure, through or callee))
+                if escape is not None:
+                    if closure is not None:
+                        escape = Escape(escape.kind, f"captured by closure `{closure}`, which is {escape.how}", escape.target, escape.statement)
+                    if through is None:
+                        certain.append(escape)
+                        continue
+                    if uncertain is None:
+                        how = f"passed to `{through}(...)`, whose result is {escape.how}: it may be this buffer"
+                        uncertain = Escape("uncertain", how, escape.target, escape.statement)
+                pending_names.extend((name, via, closure, through) for name, via in names)
+                continue
+            name, via, closure, through = pending_names.pop()
+            if (name, through is None) in seen:
+                continue
+            seen.add((name, through is None))
+            if isinstance(via, (ast.Subscript, ast.Call)) and name not in self.params:
+                container = container or name
+            if name in self.globals:
+                escape = Escape("global", f"stored in global `{name}`", ast.Name(id=name, ctx=ast.Load()), self._statement(via))
+                if through is None:
+                    certain.append(escape)
+                else:
+                    uncertain = uncertain or escape
+                continue
+            for use in self.loads.get(name, ()):
+                found = self._closure_uses(use)
+                if found is None:
+                    worklist.append((use, closure, through))
+                else:
+                    nested_name, uses = found
+                    worklist.extend((u, nested_name, through) for u in uses)
+        if certain:
+            stores = tuple(e for e in certain if e.kind in ("stored", "global", "appended"))
+            return FlowResult(certain[0], stores, None, container)
+        return FlowResult(None, (), uncertain, container)
 
     def notes(self, node: ast.AST) -> Notes:
         loop = comprehension = in_lambda = False
@@ -202,6 +265,12 @@ class FunctionFlow:
             return False
         return True
 
+    def _is_local_tensor(self, expr: ast.AST) -> bool:
+        if not isinstance(expr, ast.Name) or expr.id in self.params or expr.id in self.globals:
+            return False
+        values = self.stores.get(expr.id)
+        return bool(values) and all(self.is_tensor(v) for v in values)
+
     def _statement(self, node: ast.AST) -> Optional[ast.stmt]:
         while node is not None and not isinstance(node, ast.stmt):
             node = self.parents.get(node)
@@ -226,29 +295,32 @@ class FunctionFlow:
         if isinstance(target, ast.Subscript):
             if self._is_local_container(target.value):
                 return None, [(target.value.id, target)]
+            if self._is_local_tensor(target.value):
+                return None, []  # `buf[idx] = value` copies the value into a tensor
             return Escape("stored", f"stored into `{unparse(target.value)}[...]`", target.value, self._statement(target)), []
         return None, []
 
-    def _consumer(self, expr: ast.AST) -> tuple[Optional[Escape], list[tuple[str, ast.AST]]]:
-        """Follow ``expr`` upwards to where its value ends up."""
+    def _consumer(self, expr: ast.AST):
+        """Follow ``expr`` upwards to where its value ends up: (escape, names it is bound
+        to, and (call, callee) where it went into an unknown call whose result may be it)."""
         node = expr
         path: list[int] = []  # element indices while climbing through tuple/list literals
         names: list[tuple[str, ast.AST]] = []
         while True:
             parent = self.parents.get(node)
             if parent is None or parent is self.function:
-                return None, names
+                return None, names, None
             if isinstance(parent, ast.Attribute) and parent.value is node:
                 grand = self.parents.get(parent)
                 if isinstance(grand, ast.Call) and grand.func is parent:
                     if parent.attr in VIEW_METHODS or parent.attr.endswith("_") and not parent.attr.startswith("_"):
                         node, path = grand, []
                         continue
-                    return None, names  # x.sum(), x.numel(): a new value
+                    return None, names, None  # x.sum(), x.numel(): a new value
                 if parent.attr in VIEW_ATTRIBUTES:
                     node, path = parent, []
                     continue
-                return None, names  # x.shape, x.dtype
+                return None, names, None  # x.shape, x.dtype
             if isinstance(parent, ast.Subscript) and parent.value is node:
                 node, path = parent, []
                 continue
@@ -272,41 +344,47 @@ class FunctionFlow:
                 node = parent
                 continue
             if isinstance(parent, ast.Return):
-                return Escape("returned", "returned", None, parent), names
+                return Escape("returned", "returned", None, parent), names, None
             if isinstance(parent, (ast.Yield, ast.YieldFrom)):
-                return Escape("yielded", "yielded", None, self._statement(parent)), names
+                return Escape("yielded", "yielded", None, self._statement(parent)), names, None
             if isinstance(parent, ast.Lambda):
-                return None, names  # runs when the lambda is called; its caller consumes it
+                return None, names, None  # runs when the lambda is called; its caller consumes it
             if isinstance(parent, (ast.Assign, ast.AnnAssign)) and node is parent.value:
                 targets = parent.targets if isinstance(parent, ast.Assign) else [parent.target]
                 for target in targets:
                     escape, bound = self._store(target, path)
                     if escape is not None:
-                        return escape, names
+                        return escape, names, None
                     names.extend(bound)
-                return None, names
+                return None, names, None
             if isinstance(parent, (ast.For, ast.AsyncFor)) and node is parent.iter:
                 escape, bound = self._store(parent.target, [])
-                return escape, names + bound
+                return escape, names + bound, None
             if isinstance(parent, ast.keyword):
                 node = parent
                 continue
             if isinstance(parent, ast.Call) and node is not parent.func:
-                callee = parent.func
-                callee_name = callee.attr if isinstance(callee, ast.Attribute) else getattr(callee, "id", "")
-                if callee_name in KEEPERS:
-                    return Escape("kept", KEEPERS[callee_name], None, self._statement(parent)), names
-                if isinstance(callee, ast.Attribute) and callee_name in CONTAINER_ADDERS:
-                    receiver = callee.value
-                    if self._is_local_container(receiver):
-                        names.append((receiver.id, parent))
-                        return None, names
-                    return (
-                        Escape("appended", f"added to `{unparse(receiver)}` with .{callee_name}()", receiver, self._statement(parent)),
-                        names,
-                    )
-                if parent.args and parent.args[0] is node and self.resolve(callee) & VIEW_FUNCTIONS:
-                    node, path = parent, []
-                    continue
-                return None, names  # consumed by the call (a kernel writing into it, say)
-            return None, names
+                return self._into_call(parent, node, names)
+            return None, names, None
+
+    def _into_call(self, call: ast.Call, arg: ast.AST, names: list):
+        callee = call.func
+        callee_name = callee.attr if isinstance(callee, ast.Attribute) else getattr(callee, "id", "")
+        if callee_name in KEEPERS:
+            return Escape("kept", KEEPERS[callee_name], None, self._statement(call)), names, None
+        if isinstance(callee, ast.Attribute) and callee_name in CONTAINER_ADDERS:
+            receiver = callee.value
+            if self._is_local_container(receiver):
+                names.append((receiver.id, call))
+                return None, names, None
+            escape = Escape("appended", f"added to `{unparse(receiver)}` with .{callee_name}()", receiver, self._statement(call))
+            return escape, names, None
+        effect = self.call_effect(call, arg)
+        if effect.kind == "keeps":
+            return Escape("kept", effect.how, None, self._statement(call)), names, None
+        if effect.kind == "returns":
+            names_through = self._consumer(call)
+            return names_through[0], names + names_through[1], names_through[2]
+        if effect.kind == "unknown":
+            return None, names, (call, effect.how)
+        return None, names, None  # consumed by the call (a kernel writing into it, say)

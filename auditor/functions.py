@@ -34,6 +34,7 @@ class FunctionInfo:
     fake: bool = False
     custom_op: bool = False
     workspace_helper: bool = False
+    reached_from: Optional[str] = None  # the compiled function or custom op whose call runs this one
 
 
 def matches(name: str, patterns: Iterable[str]) -> bool:

@@ -29,6 +29,7 @@ DEFAULT_EXCLUDE = (
 DEFAULT_NOT_PER_CALL = (
     "__init__", "__new__", "__post_init__", "__setstate__", "create_weights", "load_*",
     "_load_*", "process_weights_after_loading", "reset_parameters", "init_*", "_init_*",
+    "warmup*", "_warmup*", "*_warmup", "test_*",
 )
 # Functions whose job is to build scratch buffers for their caller.
 DEFAULT_WORKSPACE_HELPERS = ("*workspace*", "*scratch*")

@@ -13,12 +13,13 @@ The facts here are what the rules report on. A site is
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Mapping, Optional, Sequence
 
 from allocaudit.auditor import devices
 from allocaudit.auditor.devices import Device, DeviceClassifier
-from allocaudit.auditor.escapes import Escape, FunctionFlow, unparse
+from allocaudit.auditor.escapes import CONSUMES, VIEW_FUNCTIONS, CallEffect, Escape, FlowResult, FunctionFlow, unparse
 from allocaudit.auditor.factories import (
     FILL,
     ALL_FACTORY_NAMES,
@@ -28,7 +29,7 @@ from allocaudit.auditor.factories import (
     BoundArgs,
     bind,
 )
-from allocaudit.auditor.functions import FunctionIndex, FunctionInfo
+from allocaudit.auditor.functions import FunctionIndex, FunctionInfo, matches
 from allocaudit.auditor.names import NameResolver
 
 WORKSPACE = "workspace"
@@ -43,6 +44,12 @@ DTYPE_NAMES = frozenset(
         "float8_e4m3fnuz", "float8_e5m2fnuz", "complex64", "complex128", "uint16", "uint32", "uint64",
     )
 )
+CPU_TEST = re.compile(r"^(?!not\b).*(?:\bis_cpu\w*\(\)|\btype\s*==\s*['\"]cpu['\"]|==\s*['\"]cpu['\"])")
+# Callees whose result is their argument, wrapped.
+WRAPPERS = frozenset({"Parameter", "Buffer"})
+WRAPPER_NAMES = frozenset({"torch.nn.Parameter", "torch.nn.Buffer", "torch.nn.parameter.Parameter", "torch.nn.parameter.Buffer"})
+FRESH_BUILTINS = frozenset({"len", "print", "isinstance", "int", "float", "bool", "str", "repr", "id", "hash", "type", "sum", "any", "all", "format"})
+ALIASING_BUILTINS = frozenset({"list", "tuple", "iter", "reversed", "sorted", "min", "max", "dict", "zip", "enumerate", "getattr", "next", "cast"})
 # Keyword arguments that the codemod cannot carry into get_empty, with the reason.
 UNFIXABLE_KEYWORDS = {
     "out": "writes into `out=`: nothing is allocated",
@@ -100,6 +107,14 @@ def _arg(call: ast.Call, index: Optional[int]) -> Optional[ast.expr]:
     return call.keywords[index - len(call.args)].value
 
 
+def _literal_size_zero(call: ast.Call, bound: BoundArgs) -> bool:
+    """`torch.empty(0, ...)`, `torch.empty((0, n), ...)`: a placeholder, not a workspace."""
+    size = [_arg(call, i) for i in bound.size] if bound.size else [_arg(call, bound.size_keyword)]
+    if len(size) == 1 and isinstance(size[0], (ast.Tuple, ast.List)):
+        size = size[0].elts
+    return any(_is_literal(dim, 0) for dim in size)
+
+
 def _is_literal(expr: Optional[ast.AST], *values) -> bool:
     return isinstance(expr, ast.Constant) and any(expr.value == v and type(expr.value) is type(v) for v in values)
 
@@ -143,6 +158,54 @@ class ModuleAnalyzer:
             self.calls, scope_tree, self.resolver, options.not_per_call, options.per_call, options.workspace_helpers
         )
         self._flows: dict[ast.AST, FunctionFlow] = {}
+        self._summaries: dict[tuple[ast.AST, str], CallEffect] = {}
+        self.module_functions = {
+            n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+        }
+        self.methods = {
+            (cls, n.name): n
+            for cls in tree.body
+            if isinstance(cls, ast.ClassDef)
+            for n in cls.body
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+        }
+        if self.may_have_sites:
+            self._propagate_through_calls()
+
+    def _propagate_through_calls(self) -> None:
+        """Carry what callers are onto the module's own functions they call: a private
+        helper called only from set-up code is set-up code; a function reached from a
+        torch.compile'd function or a custom op runs inside it."""
+        callers: dict[ast.AST, list[Optional[ast.AST]]] = {}
+        for call in self.calls:
+            callee = self._local_callee(call)
+            if callee is not None and callee in self.functions.info:
+                callers.setdefault(callee, []).append(self.owner(call))
+        info = self.functions.info
+        changed = True
+        while changed:
+            changed = False
+            for callee, sources in callers.items():
+                current = info[callee]
+                caller_infos = [info.get(c) for c in sources]
+                update = {}
+                private = callee.name.startswith("_") and not callee.name.startswith("__")
+                if (
+                    current.per_call
+                    and private
+                    and not matches(callee.name, self.options.per_call)
+                    and all(ci is None or not ci.per_call for ci in caller_infos)
+                ):
+                    first = next((ci.qualname for ci in caller_infos if ci is not None), "module level")
+                    update.update(per_call=False, why_not_per_call=f"private helper `{current.qualname}` is only called from set-up code (`{first}`)")
+                for flag in ("compiled", "custom_op"):
+                    if not getattr(current, flag):
+                        via = next((ci for ci in caller_infos if ci is not None and getattr(ci, flag)), None)
+                        if via is not None:
+                            update.update({flag: True, "reached_from": via.reached_from or via.qualname})
+                if update:
+                    info[callee] = replace(current, **update)
+                    changed = True
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -168,8 +231,96 @@ class ModuleAnalyzer:
 
     def flow(self, function: ast.AST) -> FunctionFlow:
         if function not in self._flows:
-            self._flows[function] = FunctionFlow(function, self.parents, lambda e, f=function: self.resolve(e, f.body[0]))
+            self._flows[function] = FunctionFlow(
+                function,
+                self.parents,
+                resolve=lambda e, f=function: self.resolve(e, f.body[0]),
+                call_effect=self.call_effect,
+                is_tensor=lambda e: isinstance(e, ast.Call) and self.factory_of(e) is not None,
+            )
         return self._flows[function]
+
+    # -- what calls do with their arguments -------------------------------------------
+
+    def call_effect(self, call: ast.Call, arg: ast.AST) -> CallEffect:
+        """What ``call`` does with ``arg`` (one of its arguments, or a keyword node)."""
+        func = call.func
+        name = unparse(func, 40)
+        if isinstance(arg, ast.keyword) and arg.arg == "out":
+            return CallEffect("returns", name)  # torch.mm(a, b, out=buf) returns buf
+        last = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        resolved = self.resolve(func, call)
+        if resolved or last in WRAPPERS:
+            if resolved & WRAPPER_NAMES or last in WRAPPERS:
+                return CallEffect("returns", name)  # nn.Parameter(buf) is buf
+            first = call.args[0] if call.args else None
+            if resolved & VIEW_FUNCTIONS and arg is first:
+                return CallEffect("returns", name)
+            return CONSUMES  # torch functions return fresh tensors
+        if last in FRESH_BUILTINS:
+            return CONSUMES
+        if last in ALIASING_BUILTINS:
+            return CallEffect("returns", name)
+        local = self._local_callee(call)
+        if local is not None:
+            param = self._parameter_for(local, call, arg)
+            if param is None:
+                return CallEffect("unknown", name)
+            return self._summary(local, param, name)
+        if last[:1].isupper():
+            return CallEffect("returns", name)  # a constructor keeps it in the object it builds
+        return CallEffect("unknown", name)
+
+    def _summary(self, function: ast.AST, param: str, name: str) -> CallEffect:
+        """What a function of this module does with the argument bound to ``param``."""
+        key = (function, param)
+        if key in self._summaries:
+            return self._summaries[key]
+        self._summaries[key] = CallEffect("unknown", name)  # while computing: recursion
+        result = self.flow(function).escape_of_parameter(param)
+        if result.escape is not None and result.escape.kind == "returned":
+            effect = CallEffect("returns", name)
+        elif result.escape is not None:
+            effect = CallEffect("keeps", f"kept by `{name}(...)`: {result.escape.how}")
+        elif result.uncertain is not None:
+            effect = CallEffect("unknown", name)
+        else:
+            effect = CONSUMES
+        self._summaries[key] = effect
+        return effect
+
+    def _local_callee(self, call: ast.Call) -> Optional[ast.AST]:
+        """The def of this module that ``call`` calls: `f(...)` or `self.f(...)`."""
+        func = call.func
+        if isinstance(func, ast.Name):
+            found = self.resolver.lookup(func.id, self.resolver.scope_of[self._scope_node(call)])
+            if found is not None and found[0] is self.resolver.module_scope:
+                return self.module_functions.get(func.id)
+            return None
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in ("self", "cls"):
+            cls = self._enclosing_class(call)
+            return self.methods.get((cls, func.attr)) if cls is not None else None
+        return None
+
+    @staticmethod
+    def _parameter_for(function: ast.AST, call: ast.Call, arg: ast.AST) -> Optional[str]:
+        params = [a.arg for a in (*function.args.posonlyargs, *function.args.args)]
+        if isinstance(call.func, ast.Attribute) and params and params[0] in ("self", "cls"):
+            params = params[1:]
+        if isinstance(arg, ast.keyword):
+            return arg.arg
+        if arg in call.args and not any(isinstance(a, ast.Starred) for a in call.args):
+            index = call.args.index(arg)
+            if index < len(params):
+                return params[index]
+            return function.args.vararg.arg if function.args.vararg else None
+        return None
+
+    def _enclosing_class(self, node: ast.AST) -> Optional[ast.ClassDef]:
+        parent = self.parents.get(node)
+        while parent is not None and not isinstance(parent, ast.ClassDef):
+            parent = self.parents.get(parent)
+        return parent
 
     def _value_of(self, name: str, function: Optional[ast.AST]) -> Optional[ast.expr]:
         """The one value a plain name is assigned, in the function or else at module level."""
@@ -273,9 +424,11 @@ class ModuleAnalyzer:
         info = self.functions.info.get(function) if function is not None else None
         bound = bind(self._binding_factory(api), _arg_specs(call))
         device, moved = self._device(call, factory, bound, function)
+        if device.form in (devices.INHERITED, devices.VARIABLE) and self._in_cpu_branch(call):
+            device = Device(devices.NOT_CUDA, f"{device.text} (in a CPU-only branch)")
 
         notes: list[str] = []
-        escape: Optional[Escape] = None
+        flow_result = FlowResult()
         if function is None:
             site_class = INIT
             evidence = "module level" if not self._in_class_body(call) else "class body"
@@ -290,10 +443,10 @@ class ModuleAnalyzer:
                 notes.append("in a comprehension: one allocation per element")
             if flags.in_lambda:
                 notes.append("in a lambda: allocated on every call of it")
-            escape = flow.escape_of(self._outermost_move(call))
-            site_class, evidence = self._classify(call, info, flow, escape)
+            flow_result = flow.escape_of(self._outermost_move(call))
+            site_class, evidence = self._classify(call, info, flow, flow_result)
 
-        fixable, reason = self._fixability(call, site_class, factory, bound, device, moved, info, escape)
+        fixable, reason = self._fixability(call, site_class, factory, bound, device, moved, info, flow_result, notes)
         return AllocationSite(
             call=call,
             api=api,
@@ -316,6 +469,15 @@ class ModuleAnalyzer:
         kinds = {TORCH_FACTORIES.get(n) or TENSOR_METHOD_FACTORIES.get(n) for n in names}
         return names[0] if len(kinds) == 1 else "empty_like"
 
+    def _in_cpu_branch(self, node: ast.AST) -> bool:
+        """Inside the body of `if current_platform.is_cpu():` or `if x.device.type == "cpu":`."""
+        child, parent = node, self.parents.get(node)
+        while parent is not None and not isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if isinstance(parent, ast.If) and child in parent.body and CPU_TEST.search(ast.unparse(parent.test)):
+                return True
+            child, parent = parent, self.parents.get(parent)
+        return False
+
     def _outermost_move(self, call: ast.Call) -> ast.AST:
         attr = self.parents.get(call)
         method = self.parents.get(attr)
@@ -331,11 +493,14 @@ class ModuleAnalyzer:
             parent = self.parents.get(parent)
         return False
 
-    def _classify(self, call: ast.Call, info: FunctionInfo, flow: FunctionFlow, escape: Optional[Escape]) -> tuple[str, str]:
+    def _classify(self, call: ast.Call, info: FunctionInfo, flow: FunctionFlow, result: FlowResult) -> tuple[str, str]:
+        escape = result.escape
         if escape is None:
+            if result.uncertain is not None:
+                return WORKSPACE, f"dies within the call unless {result.uncertain.how.split(': it may')[0]}"
             return WORKSPACE, "dies within the call"
-        if escape.kind in ("stored", "global", "appended") and escape.statement is not None:
-            guard = self._lazy_guard(flow, escape)
+        for store in result.stores:  # a guarded store caches the buffer, even if it is returned too
+            guard = self._lazy_guard(flow, store) if store.statement is not None else None
             if guard is not None:
                 return INIT, f"one-off lazy init guarded by `if {unparse(guard)}`"
         if escape.kind == "returned" and info.workspace_helper:
@@ -360,15 +525,23 @@ class ModuleAnalyzer:
         # Compared as source text: the stored target has a Store context, the test a Load.
         target_text = ast.unparse(target.value if isinstance(target, ast.Subscript) else target)
         attr_name = target.attr if isinstance(target, ast.Attribute) else None
+        # Locals read from the target (`s = self._scales.get(dev)`: a memo dict) and
+        # attributes the function stores next to the buffer (`self.capacity = n`: grow on
+        # demand) guard it as well as the target itself.
+        guarded = {target_text}
+        for name, values in flow.stores.items():
+            if any(target_text in ast.unparse(v) for v in values):
+                guarded.add(name)
+        guarded |= flow.stored_attributes
         for test in flow.enclosing_guards(escape.statement):
             for sub in ast.walk(test):
-                if isinstance(sub, (ast.Attribute, ast.Name, ast.Subscript)) and ast.unparse(sub) == target_text:
+                if isinstance(sub, (ast.Attribute, ast.Name, ast.Subscript)) and ast.unparse(sub) in guarded:
                     return test
                 if attr_name and isinstance(sub, ast.Constant) and sub.value == attr_name:
                     return test  # hasattr(self, "_buf") / getattr(self, "_buf", None)
         return None
 
-    def _fixability(self, call, site_class, factory, bound, device, moved, info, escape) -> tuple[bool, Optional[str]]:
+    def _fixability(self, call, site_class, factory, bound, device, moved, info, result: FlowResult, notes) -> tuple[bool, Optional[str]]:
         if site_class != WORKSPACE:
             return False, f"{site_class} site: only per-call workspaces are rewritten"
         if not device.on_cuda:
@@ -376,9 +549,19 @@ class ModuleAnalyzer:
         if factory is None:
             return False, "the callee is an alias of several factories"
         if info.compiled:
-            return False, f"inside torch.compile'd `{info.qualname}`: the compiler plans its buffers"
+            where = f"reached from torch.compile'd `{info.reached_from}`" if info.reached_from else f"inside torch.compile'd `{info.qualname}`"
+            return False, f"{where}: the compiler plans its buffers"
         if info.custom_op:
-            return False, f"inside custom-op implementation `{info.qualname}`"
+            where = f"reached from custom-op implementation `{info.reached_from}`" if info.reached_from else f"inside custom-op implementation `{info.qualname}`"
+            return False, where
+        if result.uncertain is not None:
+            return False, result.uncertain.how
+        if any(n.startswith("in a comprehension") for n in notes):
+            return False, "one buffer per site: the elements of a comprehension are alive together and would alias"
+        if result.into_container and any(n.startswith("in a loop") for n in notes):
+            return False, f"collected in `{result.into_container}` across iterations: one buffer per site would alias"
+        if _literal_size_zero(call, bound):
+            return False, "allocates nothing (a size of zero)"
         if moved:
             return False, "allocated on the default device, then moved: allocate on the device directly first"
         if bound.has_dstar:

@@ -42,6 +42,8 @@ def describe_device(site: AllocationSite) -> str:
     device = site.device
     if device.form == "variable":
         return f"device `{device.text}` unresolved"
+    if device.form == "inherited" and device.text and not device.text.endswith(".device"):
+        return f"device {device.text}"
     if device.text and device.text.startswith("."):
         return f"moved with {device.text}"
     return f"device {device.text}" if device.text else f"device {device.form}"

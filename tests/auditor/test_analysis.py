@@ -169,9 +169,9 @@ def test_consumed_values_are_workspaces(body):
 
 
 def test_not_per_call_names_are_configurable():
-    source = "import torch\nclass M:\n    def warmup(self):\n        ws = torch.empty(4, device='cuda')\n        k(ws)\n    def __init__(self):\n        ws = torch.empty(4, device='cuda')\n        k(ws)\n"
+    source = "import torch\nclass M:\n    def step(self):\n        ws = torch.empty(4, device='cuda')\n        k(ws)\n    def __init__(self):\n        ws = torch.empty(4, device='cuda')\n        k(ws)\n"
     assert [f.site_class for f in findings(source)] == ["workspace", "init"]
-    settings = Settings(select=("ALL",), not_per_call=("warmup",), per_call=("__init__",))
+    settings = Settings(select=("ALL",), not_per_call=("step",), per_call=("__init__",))
     assert [f.site_class for f in findings(source, settings)] == ["init", "workspace"]
 
 
@@ -243,3 +243,118 @@ def test_min_confidence_drops_uncertain_devices():
     assert [f.confidence for f in findings(source, Settings())] == ["low", "medium", "high"]
     assert [f.line for f in findings(source, Settings(min_confidence="medium"))] == [4, 5]
     assert [f.line for f in findings(source, Settings(min_confidence="high"))] == [5]
+
+
+# -- what calls do with a buffer -------------------------------------------------------
+
+
+def test_returned_through_a_local_helper_that_returns_its_argument():
+    source = (
+        "import torch\n"
+        "def _view_of(buf, n):\n    return buf.flatten()[:n]\n"
+        "def finalize(out, x):\n    out.copy_(x)\n    return out\n"
+        "def forward(x):\n    ws = torch.empty(x.numel() * 2, device='cuda')\n    return _view_of(ws, x.numel())\n"
+        "def forward2(x):\n    out = torch.empty(x.shape, device='cuda')\n    return finalize(out, x)\n"
+        "def forward3(x):\n    ws = torch.empty(x.shape, device='cuda')\n    y = _view_of(ws, 4)\n    kernel(y)\n    return x\n"
+    )
+    assert [(f.line, f.site_class) for f in findings(source)] == [(8, "escapes"), (11, "escapes"), (14, "workspace")]
+
+
+def test_kept_by_wrappers_constructors_and_helpers_that_store():
+    source = (
+        "import torch\n"
+        "def replace_parameter(layer, name, t):\n    setattr(layer, name, torch.nn.Parameter(t, requires_grad=False))\n"
+        "def prepare(x):\n    counts = torch.zeros(8, device='cuda')\n    return x, Meta(counts=counts)\n"
+        "def shrink(layer):\n    p = torch.nn.Parameter(torch.empty(4, device='cuda'), requires_grad=False)\n    layer.p = p\n"
+        "def pad(layer):\n    w = torch.zeros(4, 4, device='cuda')\n    replace_parameter(layer, 'w', w)\n"
+    )
+    result = findings(source)
+    assert [(f.line, f.site_class) for f in result] == [(5, "escapes"), (8, "escapes"), (11, "escapes")]
+    assert "kept by `replace_parameter(...)`" in result[2].message
+
+
+def test_result_of_an_unknown_call_that_is_returned_makes_the_site_unfixable():
+    f = one("import torch\ndef forward(x):\n    out = torch.empty(x.shape, device='cuda')\n    return external_kernel(x, out)\n")
+    assert f.site_class == "workspace" and not f.fixable
+    assert "passed to `external_kernel(...)`" in f.not_fixable_reason
+    # torch functions return new tensors: nothing uncertain there.
+    assert one("import torch\ndef forward(x):\n    ws = torch.empty(x.shape, device='cuda')\n    return torch.cat([x, ws])\n").fixable
+    # out= returns the very buffer.
+    assert one("import torch\ndef forward(a, b):\n    ws = torch.empty(4, device='cuda')\n    return torch.mm(a, b, out=ws)\n").site_class == "escapes"
+
+
+def test_private_helpers_called_only_from_set_up_code_are_not_per_call():
+    source = (
+        "import torch\nclass MoE:\n"
+        "    def __init__(self):\n        self._create_buffers(8)\n"
+        "    def _create_buffers(self, n):\n        self._logits = torch.empty(n, device='cuda')\n"
+        "    def _helper(self, n):\n        tmp = torch.empty(n, device='cuda')\n        k(tmp)\n"
+        "    def forward(self, x):\n        self._helper(4)\n"
+        "    def warmup(self):\n        ws = torch.empty(4, device='cuda')\n        k(ws)\n"
+    )
+    result = findings(source)
+    assert [(f.line, f.site_class) for f in result] == [(6, "init"), (8, "workspace"), (13, "init")]
+    assert "only called from set-up code (`MoE.__init__`)" in result[0].message
+
+
+def test_functions_reached_from_custom_ops_or_compiled_code_are_not_fixable():
+    source = (
+        "import torch\n"
+        "def helper(x):\n    ws = torch.empty(4, device='cuda')\n    k(x, ws)\n"
+        "def op_impl(x):\n    helper(x)\n"
+        "direct_register_custom_op('op', op_impl)\n"
+    )
+    f = one(source)
+    assert not f.fixable and f.not_fixable_reason == "reached from custom-op implementation `op_impl`"
+
+
+def test_comprehension_and_collected_loop_sites_are_not_fixable():
+    source = (
+        "import torch\n"
+        "def gather(x, g):\n    parts = [torch.empty(x.shape, device='cuda') for _ in range(g)]\n    all_gather(parts, x)\n    return torch.cat(parts)\n"
+        "def gather2(x, g):\n    parts = []\n    for _ in range(g):\n        parts.append(torch.empty(x.shape, device='cuda'))\n    all_gather(parts, x)\n    return torch.cat(parts)\n"
+        "def chunks(x, g):\n    for c in x.split(g):\n        tmp = torch.empty(c.shape, device='cuda')\n        k(c, tmp)\n"
+    )
+    result = findings(source)
+    assert [(f.line, f.fixable) for f in result] == [(3, False), (9, False), (14, True)]
+    assert "comprehension" in result[0].not_fixable_reason and "across iterations" in result[1].not_fixable_reason
+
+
+def test_memo_dict_and_grow_on_demand_are_lazy_init():
+    source = (
+        "import torch\nclass M:\n"
+        "    def scales(self, n, dev):\n"
+        "        s = self._scales.get(dev)\n"
+        "        if s is None or s.numel() < n:\n"
+        "            s = torch.ones(n, device=dev)\n"
+        "            self._scales[dev] = s\n"
+        "        return s[:n]\n"
+        "    def ensure(self, rows):\n"
+        "        if rows <= self.capacity:\n            return\n"
+        "        self.buf = torch.empty(rows, device='cuda')\n"
+        "        self.capacity = rows\n"
+    )
+    assert [(f.line, f.site_class) for f in findings(source)] == [(6, "init"), (12, "init")]
+
+
+def test_copy_into_a_local_tensor_is_not_a_store():
+    source = "import torch\ndef scatter_rows(src, order, out):\n    tmp = src.new_zeros(src.shape)\n    tmp[order] = src\n    src = tmp[order]\n    out.copy_(src)\n"
+    assert one(source).site_class == "workspace"
+
+
+def test_size_zero_placeholders_are_not_fixable():
+    f = one("import torch\ndef forward(d):\n    empty = torch.empty(0, device='cuda')\n    k(d.get('x', empty))\n")
+    assert not f.fixable and "size of zero" in f.not_fixable_reason
+
+
+def test_cpu_only_branches_and_accelerator_current_device():
+    source = (
+        "import torch\ndef forward(x, platform, acc):\n"
+        "    if platform.is_cpu():\n        a = torch.empty(4, device=x.device)\n        k(a)\n"
+        "    if not platform.is_cpu():\n        b = torch.empty(4, device=x.device)\n        k(b)\n"
+        "    c = torch.empty(4, device=acc().current_device())\n    k(c)\n"
+        "    dev = x.device\n    d = torch.empty(4, device=dev)\n    k(d)\n"
+    )
+    result = findings(source)
+    assert [(f.line, f.device_form) for f in result] == [(7, "inherited"), (9, "cuda-current"), (12, "inherited")]
+    assert "device dev = x.device" in result[2].message

@@ -1,5 +1,6 @@
 """Module default cache, use_cache, the environment switches, observers and threads."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -87,7 +88,8 @@ def test_kill_switch_is_read_at_import():
         "assert default_cache().stats() == {}\n"
         "print('plain')\n"
     )
-    env = {"ALLOCAUDIT_RUNTIME": "off", "PATH": "", "PYTHONWARNINGS": "ignore"}
+    env = dict(os.environ, ALLOCAUDIT_RUNTIME="off", PYTHONWARNINGS="ignore")
+    env.pop("ALLOCAUDIT_RUNTIME_DEBUG", None)
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "plain"
