@@ -54,6 +54,7 @@ KEEPERS = {
     "register_buffer": "registered as a module buffer",
     "register_parameter": "registered as a module parameter",
     "setattr": "stored with setattr",
+    "replace_parameter": "stored as a module parameter",
 }
 
 

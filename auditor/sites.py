@@ -299,7 +299,13 @@ class ModuleAnalyzer:
             return None
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in ("self", "cls"):
             cls = self._enclosing_class(call)
-            return self.methods.get((cls, func.attr)) if cls is not None else None
+            if cls is None:
+                return None
+            found = self.methods.get((cls, func.attr))
+            if found is None:  # inherited from another class of this module, if only one defines it
+                candidates = [fn for (owner, name), fn in self.methods.items() if name == func.attr]
+                found = candidates[0] if len(candidates) == 1 else None
+            return found
         return None
 
     @staticmethod

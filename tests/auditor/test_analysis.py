@@ -263,14 +263,14 @@ def test_returned_through_a_local_helper_that_returns_its_argument():
 def test_kept_by_wrappers_constructors_and_helpers_that_store():
     source = (
         "import torch\n"
-        "def replace_parameter(layer, name, t):\n    setattr(layer, name, torch.nn.Parameter(t, requires_grad=False))\n"
+        "def install_parameter(layer, name, t):\n    setattr(layer, name, torch.nn.Parameter(t, requires_grad=False))\n"
         "def prepare(x):\n    counts = torch.zeros(8, device='cuda')\n    return x, Meta(counts=counts)\n"
         "def shrink(layer):\n    p = torch.nn.Parameter(torch.empty(4, device='cuda'), requires_grad=False)\n    layer.p = p\n"
-        "def pad(layer):\n    w = torch.zeros(4, 4, device='cuda')\n    replace_parameter(layer, 'w', w)\n"
+        "def pad(layer):\n    w = torch.zeros(4, 4, device='cuda')\n    install_parameter(layer, 'w', w)\n"
     )
     result = findings(source)
     assert [(f.line, f.site_class) for f in result] == [(5, "escapes"), (8, "escapes"), (11, "escapes")]
-    assert "kept by `replace_parameter(...)`" in result[2].message
+    assert "kept by `install_parameter(...)`: stored with setattr" in result[2].message
 
 
 def test_result_of_an_unknown_call_that_is_returned_makes_the_site_unfixable():
@@ -358,3 +358,12 @@ def test_cpu_only_branches_and_accelerator_current_device():
     result = findings(source)
     assert [(f.line, f.device_form) for f in result] == [(7, "inherited"), (9, "cuda-current"), (12, "inherited")]
     assert "device dev = x.device" in result[2].message
+
+
+def test_private_helper_inherited_from_another_class_of_the_module():
+    source = (
+        "import torch\nclass Base:\n"
+        "    def _pad(self, layer):\n        w = layer.w.new_zeros(4, 4)\n        w[:2] = layer.w\n        layer.w.data = w\n"
+        "class Experts(Base):\n    def process_weights_after_loading(self, layer):\n        self._pad(layer)\n"
+    )
+    assert one(source).site_class == "init"
