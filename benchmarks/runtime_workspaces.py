@@ -15,16 +15,20 @@ Variants, each run in a fresh process:
              buffer kept (a smaller one is dropped when a larger one is allocated)
   allocaudit get_empty(..., zero=False) on a fresh WorkspaceCache
 
-Flows (all graphs captured largest first into one shared memory pool):
+Flows (all graphs captured largest first into one shared memory pool, each capture preceded
+by one eager warm-up run at its batch size, as PyTorch's CUDA graph documentation asks):
   A  eager 1024 tokens, graphs for 256, 128, ..., 1, then eager 512 and 1024
   B  the same without the first eager 1024 (larger batches only after capture)
 
 Reported per variant and flow: peak reserved memory (above what the process held before the
 flow) and its ratio to torch.empty's, reserved memory after capture, the largest difference
 between graph replays and eager runs on the same inputs, and the number of sentinel tensors
-(allocated after the flow, in the graphs' pool and outside it, sized like the workspaces)
-that graph replays overwrote. Then the CPU cost of a hit, per call, against torch.empty
-(zero=False) and torch.zeros (zero=True), measured in the same process.
+that graph replays overwrote. The sentinels are allocated after the flow outside the graphs'
+pool, sized like the workspaces, where the allocator hands out memory that a cache let go of.
+(Sentinels inside a shared pool would be overwritten by any variant: a later capture into
+the pool may reuse what an earlier graph freed during its capture, by PyTorch's design.)
+Then the CPU cost of a hit, per call, against torch.empty (zero=False) and torch.zeros
+(zero=True), timed in interleaved rounds in the same process.
 
     python benchmarks/runtime_workspaces.py            # on a CUDA GPU
     python benchmarks/runtime_workspaces.py --smoke    # reduced, on the CPU, no graphs
@@ -158,7 +162,8 @@ def model(h: torch.Tensor, alloc, cfg: Config) -> torch.Tensor:
 
 
 def random_tokens(tokens: int, cfg: Config) -> torch.Tensor:
-    return torch.randn(tokens, cfg.hidden, device=cfg.device).to(torch.bfloat16)
+    # Drawn in bf16 directly: no float32 staging tensor, which is no part of the model.
+    return torch.randn(tokens, cfg.hidden, device=cfg.device, dtype=torch.bfloat16)
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,6 +190,7 @@ def run_flow(variant: str, flow: str, cfg: Config) -> dict:
     pool = torch.cuda.graph_pool_handle() if cuda else None
     for tokens in cfg.graph_batches:
         static_in = random_tokens(tokens, cfg)
+        model(static_in, alloc, cfg)  # warm-up
         if cuda:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
@@ -205,14 +211,10 @@ def run_flow(variant: str, flow: str, cfg: Config) -> dict:
     if not cuda:
         return result
 
-    # Sentinels where a freed workspace would be handed out again: in the graphs' pool and in
-    # the ordinary one. Each is filled, then every graph is replayed, then each is checked.
-    sizes = [math.prod(s) * d.itemsize for t in (256, 128) for s, d in cfg.workspace_shapes(t)]
-    sentinel_graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(sentinel_graph, pool=pool):
-        sentinels = [torch.empty(n, dtype=torch.uint8, device=cfg.device) for n in sizes]
+    # Sentinels where a workspace that a cache let go of would be handed out again. Each is
+    # filled, then every graph is replayed, then each is checked.
     sizes = [math.prod(s) * d.itemsize for t in (1024, 512, 256, 128) for s, d in cfg.workspace_shapes(t)]
-    sentinels += [torch.empty(n, dtype=torch.uint8, device=cfg.device) for n in sizes]
+    sentinels = [torch.empty(n, dtype=torch.uint8, device=cfg.device) for n in sizes]
     for s in sentinels:
         s.fill_(SENTINEL)
     replayed = {}
@@ -236,17 +238,19 @@ def run_flow(variant: str, flow: str, cfg: Config) -> dict:
     return result
 
 
-def per_call_ns(fn, calls: int = 100, repeats: int = 41) -> float:
-    """Median CPU time per call; the device is drained between timed batches, not inside them."""
-    samples = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter_ns()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter_ns() - start) / calls)
-    return statistics.median(samples)
+def per_call_ns(fns: dict, calls: int = 100, rounds: int = 101) -> dict:
+    """Median CPU time per call of each function, timed in interleaved rounds (the host's speed
+    drifts); the device is drained between timed batches, never inside one."""
+    samples = {key: [] for key in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            start = time.perf_counter_ns()
+            for _ in range(calls):
+                fn()
+            samples[key].append((time.perf_counter_ns() - start) / calls)
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def hit_costs(variant: str, cfg: Config) -> dict:
@@ -275,13 +279,10 @@ def hit_costs(variant: str, cfg: Config) -> dict:
         fn()  # the first call allocates; what follows are hits
         return fn
 
-    n = len(shapes)
-    result = {}
-    for key, fn in [("empty_ns", plain(torch.empty)), ("zeros_ns", plain(torch.zeros)),
-                    ("hit_ns", cached(False)), ("hit_zero_ns", cached(True))]:
-        per_call_ns(fn, repeats=5)  # warm
-        result[key] = per_call_ns(fn) / n
-    return result
+    fns = {"empty_ns": plain(torch.empty), "zeros_ns": plain(torch.zeros),
+           "hit_ns": cached(False), "hit_zero_ns": cached(True)}
+    per_call_ns(fns, rounds=5)  # warm
+    return {key: t / len(shapes) for key, t in per_call_ns(fns).items()}
 
 
 def worker(variant: str, flow: str, smoke: bool) -> None:
