@@ -78,6 +78,8 @@ class AllocationSite:
     notes: tuple[str, ...]
     fixable: bool
     not_fixable_reason: Optional[str]
+    # Long-lived places the value is stored into (attributes, globals, their entries).
+    stored_into: tuple[ast.AST, ...] = ()
 
     @property
     def qualname(self) -> str:
@@ -87,10 +89,14 @@ class AllocationSite:
 @dataclass
 class ModuleFacts:
     tree: ast.Module
-    resolver: NameResolver
-    functions: FunctionIndex
     parents: dict[ast.AST, ast.AST]
     sites: list[AllocationSite]
+    analyzer: "ModuleAnalyzer"
+    caches: Optional[list] = None  # hand-written caches, found on first use (auditor.caches)
+
+    @property
+    def functions(self) -> FunctionIndex:
+        return self.analyzer.functions
 
 
 def _arg_specs(call: ast.Call) -> list[ArgSpec]:
@@ -152,11 +158,9 @@ class ModuleAnalyzer:
                 self.parents[child] = node
                 stack.append(child)
         self.calls.reverse()  # source order, for stable output
-        scope_tree = tree if self.may_have_sites else ast.Module(body=[], type_ignores=[])
-        self.resolver = NameResolver(scope_tree, package, exports)
-        self.functions = FunctionIndex(
-            self.calls, scope_tree, self.resolver, options.not_per_call, options.per_call, options.workspace_helpers
-        )
+        self.package = package
+        self._resolver: Optional[NameResolver] = None
+        self._functions: Optional[FunctionIndex] = None
         self._flows: dict[ast.AST, FunctionFlow] = {}
         self._summaries: dict[tuple[ast.AST, str], CallEffect] = {}
         self.module_functions = {
@@ -169,8 +173,24 @@ class ModuleAnalyzer:
             for n in cls.body
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
         }
-        if self.may_have_sites:
+
+    # Scopes and function facts are built on first use: a file that only mentions a
+    # factory in passing never needs them.
+    @property
+    def resolver(self) -> NameResolver:
+        if self._resolver is None:
+            self._resolver = NameResolver(self.tree, self.package, self.exports)
+        return self._resolver
+
+    @property
+    def functions(self) -> FunctionIndex:
+        if self._functions is None:
+            options = self.options
+            self._functions = FunctionIndex(
+                self.calls, self.tree, self.resolver, options.not_per_call, options.per_call, options.workspace_helpers
+            )
             self._propagate_through_calls()
+        return self._functions
 
     def _propagate_through_calls(self) -> None:
         """Carry what callers are onto the module's own functions they call: a private
@@ -179,9 +199,9 @@ class ModuleAnalyzer:
         callers: dict[ast.AST, list[Optional[ast.AST]]] = {}
         for call in self.calls:
             callee = self._local_callee(call)
-            if callee is not None and callee in self.functions.info:
+            if callee is not None and callee in self._functions.info:
                 callers.setdefault(callee, []).append(self.owner(call))
-        info = self.functions.info
+        info = self._functions.info
         changed = True
         while changed:
             changed = False
@@ -293,6 +313,8 @@ class ModuleAnalyzer:
         """The def of this module that ``call`` calls: `f(...)` or `self.f(...)`."""
         func = call.func
         if isinstance(func, ast.Name):
+            if func.id not in self.module_functions:
+                return None
             found = self.resolver.lookup(func.id, self.resolver.scope_of[self._scope_node(call)])
             if found is not None and found[0] is self.resolver.module_scope:
                 return self.module_functions.get(func.id)
@@ -465,6 +487,7 @@ class ModuleAnalyzer:
             notes=tuple(notes),
             fixable=fixable,
             not_fixable_reason=reason,
+            stored_into=tuple(e.target for e in flow_result.stores if e.target is not None),
         )
 
     @staticmethod
@@ -605,7 +628,7 @@ def analyze(
     exports: Optional[Mapping[str, Mapping[str, frozenset[str]]]] = None,
 ) -> ModuleFacts:
     analyzer = ModuleAnalyzer(tree, options, package, exports)
-    return ModuleFacts(analyzer.tree, analyzer.resolver, analyzer.functions, analyzer.parents, analyzer.sites())
+    return ModuleFacts(analyzer.tree, analyzer.parents, analyzer.sites(), analyzer)
 
 
 def module_exports(tree: ast.Module, package: Sequence[str] = ()) -> dict[str, frozenset[str]]:

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from allocaudit.auditor.rules.base import Report, Rule
+from allocaudit.auditor.rules.cache_device_check import CacheDeviceCheck
+from allocaudit.auditor.rules.cache_dtype_check import CacheDtypeCheck
+from allocaudit.auditor.rules.cache_graph_hazard import CacheGraphHazard
+from allocaudit.auditor.rules.cache_never_released import CacheNeverReleased
+from allocaudit.auditor.rules.cache_rezero import CacheRezero
+from allocaudit.auditor.rules.cache_unbounded_growth import CacheUnboundedGrowth
 from allocaudit.auditor.rules.escaping_allocation import EscapingAllocation
 from allocaudit.auditor.rules.init_allocation import InitAllocation
+from allocaudit.auditor.rules.workspace_aliasing import WorkspaceAliasing
 from allocaudit.auditor.rules.workspace_allocation import WorkspaceAllocation
 
 ALL_RULES: tuple[type[Rule], ...] = (
     WorkspaceAllocation,
     EscapingAllocation,
     InitAllocation,
+    CacheDtypeCheck,
+    CacheDeviceCheck,
+    CacheRezero,
+    CacheUnboundedGrowth,
+    CacheGraphHazard,
+    WorkspaceAliasing,
+    CacheNeverReleased,
 )
 RULES_BY_CODE: dict[str, type[Rule]] = {rule.CODE: rule for rule in ALL_RULES}
 

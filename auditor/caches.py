@@ -1,0 +1,255 @@
+"""Hand-written workspace caches, and what they check before they hand a buffer out.
+
+A cache is a function that hands out a view, slice or reinterpretation of a buffer held
+in longer-lived state (a class attribute, a module global, an attribute of ``self``)
+and, on a miss, allocates a new buffer and stores it there. Engines write them as a dict
+of lists scanned first-fit, a dict keyed by name holding one buffer, best-fit over a
+list of blocks with a reserved flag, a byte buffer reinterpreted with ``.view(dtype)``,
+or a workspace manager object. The facts here are what the AA2xx rules read; like the
+rest of the auditor they are syntactic evidence, flow-insensitive, inside one function.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Optional
+
+from allocaudit.auditor.escapes import CONTAINER_ADDERS
+from allocaudit.auditor.sites import AllocationSite, ModuleFacts
+
+ZEROING = frozenset({"zeros", "zeros_like", "new_zeros"})
+# Words that, in a condition, show the cache knows about CUDA graph capture or pins buffers.
+CAPTURE_WORDS = ("capturing", "captur", "pinned", "pin", "reserved", "graph", "frozen", "freeze", "locked")
+EVICTION_METHODS = frozenset({"pop", "popitem", "clear", "remove", "discard", "move_to_end"})
+DESTRUCTIVE_METHODS = frozenset({"pop", "popitem", "clear", "remove", "discard"})
+BOUND_WORDS = ("max_", "maxsize", "capacity", "limit", "budget", "max_entries", "evict")
+
+
+def root_of(expr: ast.AST) -> ast.AST:
+    """The container an access reads or writes: `C.get(k)`, `C[k]`, `C.setdefault(k, [])`
+    and `C[k][i]` all root at `C`."""
+    while True:
+        if isinstance(expr, ast.Subscript):
+            expr = expr.value
+        elif isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr in ("get", "setdefault", "pop"):
+            expr = expr.func.value
+        else:
+            return expr
+
+
+def _text(node: ast.AST) -> str:
+    return ast.unparse(node)
+
+
+def _fixed_device(site: AllocationSite) -> bool:
+    """A literal device with an index (`'cuda:1'`, `torch.device('cuda', 0)`): reuse cannot
+    cross devices. Plain `'cuda'` means the current device, which a caller can change."""
+    text = site.device.text or ""
+    return site.device.form == "cuda" and (":" in text or "," in text or text.isdigit())
+
+
+@dataclass
+class HandWrittenCache:
+    function: ast.AST
+    qualname: str
+    container: str  # the container as written, e.g. "self._buffers" or "Moe.recorder"
+    container_kind: str  # "class attribute", "module global" or "instance attribute"
+    container_node: ast.AST
+    misses: list[AllocationSite] = field(default_factory=list)
+    hit_returns: list[ast.Return] = field(default_factory=list)
+    dtype_param: Optional[str] = None
+    device_param: Optional[str] = None
+    checks_dtype: bool = False
+    checks_device: bool = False
+    rezeroes: bool = False
+    appends: list[ast.Call] = field(default_factory=list)  # growth by appending to entries
+    key_growth: Optional[ast.AST] = None  # a store keyed by the requested size/shape
+    bounded: bool = False
+    drops: list[ast.AST] = field(default_factory=list)  # where a cached buffer is replaced or dropped
+    capture_aware: bool = False
+
+    @property
+    def zeroing_miss(self) -> Optional[AllocationSite]:
+        return next((s for s in self.misses if s.factory in ZEROING or (s.factory == "full" and "0" in _text(s.call))), None)
+
+
+class CacheFinder:
+    def __init__(self, facts: ModuleFacts) -> None:
+        self.facts = facts
+        self.parents = facts.parents
+        self.class_attributes = {
+            f"{node.name}.{t.id}"
+            for node in facts.tree.body
+            if isinstance(node, ast.ClassDef)
+            for stmt in node.body
+            if isinstance(stmt, (ast.Assign, ast.AnnAssign))
+            for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
+            if isinstance(t, ast.Name)
+        }
+        self.module_globals = {
+            t.id
+            for stmt in facts.tree.body
+            if isinstance(stmt, (ast.Assign, ast.AnnAssign))
+            for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
+            if isinstance(t, ast.Name)
+        }
+
+    def kind_of(self, container: ast.AST, function: ast.AST) -> Optional[str]:
+        text = _text(container)
+        if isinstance(container, ast.Attribute) and isinstance(container.value, ast.Name):
+            owner = container.value.id
+            if owner in ("self", "cls"):
+                cls = self.facts.analyzer._enclosing_class(function)
+                if cls is not None and f"{cls.name}.{container.attr}" in self.class_attributes:
+                    return "class attribute"
+                return "instance attribute"
+            if text in self.class_attributes:
+                return "class attribute"
+            return None
+        if isinstance(container, ast.Name) and container.id in self.module_globals:
+            return "module global"
+        return None
+
+    def caches(self) -> list[HandWrittenCache]:
+        by_function: dict[ast.AST, list[tuple[AllocationSite, ast.AST]]] = {}
+        for site in self.facts.sites:
+            function = self.facts.analyzer.owner(site.call)
+            for target in site.stored_into:
+                by_function.setdefault(function, []).append((site, root_of(target)))
+        found = []
+        for function, stored in by_function.items():
+            if function is None:
+                continue
+            for container in {_text(root): root for _, root in stored}.values():
+                kind = self.kind_of(container, function)
+                if kind is None:
+                    continue
+                cache = self._describe(function, container, kind, [s for s, r in stored if _text(r) == _text(container)])
+                if cache is not None:
+                    found.append(cache)
+        return found
+
+    # -- one cache ----------------------------------------------------------------------
+
+    def _reads(self, node: ast.AST, container: str) -> bool:
+        return any(_text(sub) == container for sub in ast.walk(node) if isinstance(sub, (ast.Attribute, ast.Name)))
+
+    def _describe(self, function, container: ast.AST, kind: str, misses: list[AllocationSite]) -> Optional[HandWrittenCache]:
+        text = _text(container)
+        info = self.facts.functions.info.get(function)
+        cache = HandWrittenCache(function, info.qualname if info else function.name, text, kind, container, misses)
+        params = [a.arg for a in (*function.args.posonlyargs, *function.args.args, *function.args.kwonlyargs)]
+        cache.dtype_param = next((p for p in params if "dtype" in p), None)
+        cache.device_param = next((p for p in params if "device" in p), None)
+
+        # Names bound to what the container holds: `cands = C.get(k, [])`, `for buf in cands`.
+        cached_names: set[str] = set()
+        changed = True
+        while changed:
+            changed = False
+            for node in ast.walk(function):
+                value = target = None
+                if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                    value, target = node.value, node.targets[0]
+                elif isinstance(node, (ast.For, ast.comprehension)):
+                    value, target = node.iter, node.target
+                if value is None or not isinstance(target, ast.Name) or target.id in cached_names:
+                    continue
+                if self._reads(value, text) or any(isinstance(n, ast.Name) and n.id in cached_names for n in ast.walk(value)):
+                    cached_names.add(target.id)
+                    changed = True
+
+        for node in ast.walk(function):
+            if isinstance(node, ast.Return) and node.value is not None:
+                if self._reads(node.value, text) or any(isinstance(n, ast.Name) and n.id in cached_names for n in ast.walk(node.value)):
+                    cache.hit_returns.append(node)
+        if not cache.hit_returns:
+            return None  # stores a buffer but never hands one out: lazy init, not a cache
+
+        conditions = [n.test for n in ast.walk(function) if isinstance(n, (ast.If, ast.While, ast.IfExp))]
+        conditions += [n for n in ast.walk(function) if isinstance(n, ast.Compare)]
+        keys = [
+            sub.slice if isinstance(sub, ast.Subscript) else (sub.args[0] if sub.args else None)
+            for sub in ast.walk(function)
+            if (isinstance(sub, ast.Subscript) and _text(sub.value) == text)
+            or (isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr in ("get", "setdefault") and _text(sub.func.value) == text)
+        ]
+        keys = [k for k in keys if k is not None]
+        condition_text = " ".join(_text(c) for c in conditions)
+        key_text = " ".join(_text(k) for k in keys)
+        returned_text = " ".join(_text(r.value) for r in cache.hit_returns)
+
+        cache.checks_dtype = (
+            cache.dtype_param is None
+            or ".dtype" in condition_text
+            or (cache.dtype_param in key_text)
+            or f".view({cache.dtype_param}" in returned_text  # a byte buffer reinterpreted
+        )
+        cache.checks_device = (
+            ".device" in condition_text
+            or "device" in key_text
+            or all(_fixed_device(s) or not s.device.on_cuda for s in misses)
+        )
+        function_text = _text(function)
+        cache.rezeroes = ".zero_(" in function_text or ".fill_(0" in function_text or "torch.zero_(" in function_text
+        cache.capture_aware = any(word in condition_text.lower() for word in CAPTURE_WORDS)
+
+        for node in ast.walk(function):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                receiver = node.func.value
+                if node.func.attr in CONTAINER_ADDERS and (self._reads(receiver, text) or _text(receiver) in cached_names):
+                    cache.appends.append(node)
+                if node.func.attr in DESTRUCTIVE_METHODS and (self._reads(receiver, text) or _text(receiver) in cached_names):
+                    cache.drops.append(node)
+            elif isinstance(node, ast.Delete):
+                if any(self._reads(t, text) or _text(t) in cached_names for t in node.targets):
+                    cache.drops.append(node)
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    root = root_of(target)
+                    replaces_entry = isinstance(target, ast.Subscript) and (_text(root) == text or _text(root) in cached_names)
+                    replaces_buffer = _text(target) == text and not isinstance(node.value, (ast.Dict, ast.List))
+                    if replaces_entry or replaces_buffer:
+                        cache.drops.append(node)
+                    if replaces_entry and _text(root) == text:
+                        size_like = [
+                            n.id for n in ast.walk(target.slice)
+                            if isinstance(n, ast.Name) and n.id in params and not any(w in n.id for w in ("name", "key", "dtype", "device"))
+                        ]
+                        if size_like:
+                            cache.key_growth = node
+        for found in (cache.hit_returns, cache.appends, cache.drops):
+            found.sort(key=lambda node: (node.lineno, node.col_offset))
+        module_text = _text(self.facts.tree)
+        cache.bounded = any(f"{text}.{m}(" in module_text for m in EVICTION_METHODS) or any(
+            w in condition_text for w in BOUND_WORDS
+        ) or f"len({text})" in module_text
+        return cache
+
+def can_release(facts: ModuleFacts, container: str) -> bool:
+    """Whether anything in the module can release a class-level or global cache: a
+    `.clear()`/`.pop()`, a `del`, or an assignment inside a function."""
+    attribute = "." + container.rpartition(".")[2]
+
+    def names_it(node: ast.AST) -> bool:
+        text = _text(node)
+        return text == container or text.endswith(attribute)
+
+    for node in ast.walk(facts.tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("clear", "pop", "popitem"):
+            if names_it(node.func.value):
+                return True
+        elif isinstance(node, ast.Delete) and any(names_it(root_of(t)) for t in node.targets):
+            return True
+        elif isinstance(node, ast.Assign) and not isinstance(facts.parents.get(node), (ast.ClassDef, ast.Module)):
+            if any(names_it(t) for t in node.targets):
+                return True
+    return False
+
+
+def hand_written_caches(facts: ModuleFacts) -> list[HandWrittenCache]:
+    """The module's hand-written caches (computed once per module and kept on the facts)."""
+    if facts.caches is None:
+        facts.caches = CacheFinder(facts).caches() if facts.sites else []
+    return facts.caches

@@ -1,0 +1,58 @@
+"""AA202: a hand-written cache hands out a buffer without checking its device."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from allocaudit.auditor.caches import hand_written_caches
+from allocaudit.auditor.rules.base import Report, Rule
+from allocaudit.auditor.sites import ModuleFacts
+
+
+class CacheDeviceCheck(Rule):
+    CODE = "AA202"
+    NAME = "cache-reuse-without-device-check"
+    SUMMARY = "hand-written cache reuses a buffer without checking its device"
+    EXPLAIN = """\
+Why: the cache allocates on a device that can differ between calls (`'cuda'` is the
+current device, `device=x.device` is the caller's) but on a hit returns the buffer it
+holds without comparing devices. With one process driving several GPUs, or a caller that
+switches `torch.cuda.device`, a kernel on GPU 1 gets a workspace on GPU 0: an illegal
+memory access, or silent cross-device traffic. The review of TensorRT-LLM PR 7390 found
+this in its `get_empty`.
+
+Fix: compare `buf.device` with the requested device, key the cache by device (with its
+index), or use `allocaudit.runtime.get_empty`, whose slots are keyed by cache name and
+device:
+
+    device = torch.device("cuda", torch.cuda.current_device())
+    key = (name, dtype, device)
+"""
+    VALID = (
+        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
+        "        if buf is None or buf.numel() < n:\n            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        # A fixed device index cannot change between calls.
+        "import torch\nclass M:\n    def get(self, n):\n        if self._ws is None or self._ws.numel() < n:\n"
+        "            self._ws = torch.empty(n, device='cuda:0')\n        return self._ws[:n]\n",
+    )
+    INVALID = (
+        "import math, torch\nclass Moe:\n    pool = {}\n    @staticmethod\n    def get_empty(shape, dtype, name):\n"
+        "        for buf in Moe.pool.get(name, []):\n            if buf.dtype == dtype and buf.numel() >= math.prod(shape):\n"
+        "                return buf[: math.prod(shape)].view(shape)  # expect\n"
+        "        new = torch.empty(shape, dtype=dtype, device='cuda')\n        Moe.pool.setdefault(name, []).append(new)\n        return new\n",
+        # Best fit over blocks with a reserved flag, device taken from the caller.
+        "import torch\nclass Arena:\n    def alloc(self, x, nbytes):\n        best = None\n"
+        "        for block in self.blocks:\n            if not block.reserved and block.data.numel() >= nbytes and (best is None or block.data.numel() < best.data.numel()):\n"
+        "                best = block\n        if best is not None:\n            best.reserved = True\n            return best.data[:nbytes]  # expect\n"
+        "        data = torch.empty(nbytes, dtype=torch.uint8, device=x.device)\n        self.blocks.append(Block(data, reserved=True))\n        return data\n",
+    )
+
+    def check(self, facts: ModuleFacts) -> Iterator[Report]:
+        for cache in hand_written_caches(facts):
+            if cache.checks_device:
+                continue
+            yield Report(
+                cache.hit_returns[0],
+                f"hand-written cache `{cache.qualname}` hands out a buffer of `{cache.container}` without checking its device: "
+                "a request on another GPU gets memory of the wrong device",
+            )

@@ -1,0 +1,64 @@
+"""AA201: a hand-written cache hands out a buffer without checking its dtype."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from allocaudit.auditor.caches import hand_written_caches
+from allocaudit.auditor.rules.base import Report, Rule
+from allocaudit.auditor.sites import ModuleFacts
+
+
+class CacheDtypeCheck(Rule):
+    CODE = "AA201"
+    NAME = "cache-reuse-without-dtype-check"
+    SUMMARY = "hand-written cache reuses a buffer without checking its dtype"
+    EXPLAIN = """\
+Why: a function that keeps workspace buffers in long-lived state (a class attribute, a
+global, `self`) and hands out views of them was asked for `dtype`, but on a hit it
+returns a view of whatever buffer the key holds. A request for bf16 after an fp8 one of
+the same name gets an fp8 tensor (or a view with the wrong element size): kernels then
+read and write garbage. This is the first bug the review of TensorRT-LLM PR 7390 found in
+its `get_empty`.
+
+Fix: compare `buf.dtype` with the requested dtype before reuse, key the cache by dtype,
+or keep raw bytes and reinterpret them (`buf[:nbytes].view(dtype)`). Or use
+`allocaudit.runtime.get_empty`, which does all of this:
+
+    for buf in pool.get(name, []):
+        if buf.dtype == dtype and buf.device == device and buf.numel() >= n:
+            return buf[:n].view(shape)
+"""
+    VALID = (
+        # Checks the dtype.
+        "import torch\nclass M:\n    def get(self, name, n, dtype):\n        buf = self._bufs.get(name)\n"
+        "        if buf is None or buf.dtype != dtype or buf.device != torch.device('cuda', 0) or buf.numel() < n:\n"
+        "            buf = torch.empty(n, dtype=dtype, device='cuda:0')\n            self._bufs[name] = buf\n        return buf[:n]\n",
+        # Keyed by dtype.
+        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        key = (name, dtype, device)\n        buf = self._bufs.get((name, dtype, device))\n"
+        "        if buf is None or buf.numel() < n:\n            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        # A byte buffer reinterpreted to the requested dtype.
+        "import torch\nclass M:\n    def get(self, nbytes, dtype, shape):\n        if self._ws is None or self._ws.numel() < nbytes or self._ws.device != torch.device('cuda', 0):\n"
+        "            self._ws = torch.empty(nbytes, dtype=torch.uint8, device='cuda:0')\n        return self._ws[:nbytes].view(dtype).view(shape)\n",
+    )
+    INVALID = (
+        # A dict of lists scanned first-fit, as in the seed.
+        "import math, torch\nclass Moe:\n    pool = {}\n    @staticmethod\n    def get_empty(shape, dtype, name):\n"
+        "        for buf in Moe.pool.get(name, []):\n            if buf.numel() >= math.prod(shape):\n"
+        "                return buf[: math.prod(shape)].view(shape)  # expect\n"
+        "        new = torch.empty(shape, dtype=dtype, device='cuda')\n        Moe.pool.setdefault(name, []).append(new)\n        return new\n",
+        # A dict keyed by name holding one buffer.
+        "import torch\n_BUFFERS = {}\ndef scratch(name, numel, dtype, device):\n    buf = _BUFFERS.get(name)\n"
+        "    if buf is None or buf.numel() < numel or buf.device != device:\n        buf = torch.empty(numel, dtype=dtype, device=device)\n        _BUFFERS[name] = buf\n"
+        "    return buf[:numel]  # expect\n",
+    )
+
+    def check(self, facts: ModuleFacts) -> Iterator[Report]:
+        for cache in hand_written_caches(facts):
+            if cache.checks_dtype:
+                continue
+            yield Report(
+                cache.hit_returns[0],
+                f"hand-written cache `{cache.qualname}` hands out a buffer of `{cache.container}` without checking its dtype "
+                f"against `{cache.dtype_param}`: a request of another dtype gets a tensor of the wrong dtype",
+            )

@@ -1,0 +1,69 @@
+"""AA205: a hand-written cache drops a buffer that a captured CUDA graph may still use."""
+
+from __future__ import annotations
+
+import ast
+from typing import Iterator
+
+from allocaudit.auditor.caches import hand_written_caches
+from allocaudit.auditor.rules.base import Report, Rule
+from allocaudit.auditor.sites import ModuleFacts
+
+
+class CacheGraphHazard(Rule):
+    CODE = "AA205"
+    NAME = "cache-drops-graph-captured-buffer"
+    SUMMARY = "hand-written cache drops or replaces a buffer with no check of CUDA graph capture"
+    EXPLAIN = """\
+Why: when a cache grows it replaces the buffer it held (`cache[key] = bigger`), deletes
+it, pops it or clears the cache. If that buffer was handed out while a CUDA graph was
+being captured, the graph recorded its address and replays keep writing there; once the
+cache drops its last reference the allocator gives the memory to unrelated tensors, and
+every replay corrupts them. This is the bug in the fix the review of TensorRT-LLM PR 7390
+proposed ("keep only the largest buffer per key"): measured on an H100, a graph replay
+wrote into memory of unrelated tensors.
+
+Fix: keep buffers handed out during capture alive until their graphs are dropped (check
+`torch.cuda.is_current_stream_capturing()` when handing out, pin them, and release them
+explicitly), or freeze growth after capture. `allocaudit.runtime.get_empty` does this:
+buffers handed out during capture are pinned and survive growth, eviction and `clear()`
+until `release_pinned()`.
+
+    if torch.cuda.is_current_stream_capturing():
+        self._pinned.append(old)   # a captured graph replays into it
+    self._bufs[key] = bigger
+"""
+    VALID = (
+        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
+        "        if buf is None or buf.numel() < n:\n            if buf is not None and torch.cuda.is_current_stream_capturing():\n                self._pinned.append(buf)\n"
+        "            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        # Only appends: never drops what a graph may use (AA204 is about its growth).
+        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        for buf in self.pool.get((name, dtype, device), []):\n"
+        "            if buf.numel() >= n:\n                return buf[:n]\n        new = torch.empty(n, dtype=dtype, device=device)\n"
+        "        self.pool.setdefault((name, dtype, device), []).append(new)\n        return new\n",
+    )
+    INVALID = (
+        # The review's proposal: keyed, keep the largest, zero on reuse.
+        "import torch\nclass Moe:\n    pool = {}\n    @staticmethod\n    def get_empty(shape, dtype, name, n):\n"
+        "        device = torch.device('cuda', torch.cuda.current_device())\n        key = (name, dtype, device)\n"
+        "        cached = Moe.pool.get(key)\n        if cached is not None and cached.numel() >= n:\n"
+        "            view = cached[:n].view(shape)\n            view.zero_()\n            return view\n"
+        "        new = torch.zeros(shape, dtype=dtype, device=device)\n        Moe.pool[key] = new  # expect\n        return new\n",
+        # A single buffer regrown in place, and a cache cleared on resize.
+        "import torch\nclass M:\n    def get(self, n):\n        if self._ws is None or self._ws.numel() < n:\n"
+        "            self._ws = torch.empty(n, dtype=torch.uint8, device='cuda:0')  # expect\n        return self._ws[:n]\n"
+        "    def scratch(self, name, n, device):\n        buf = self._bufs.get(name)\n        if buf is None or buf.numel() < n or buf.device != device:\n"
+        "            self._bufs.clear()  # expect\n            buf = torch.empty(n, device=device)\n            self._bufs[name] = buf\n        return buf[:n]\n",
+    )
+
+    def check(self, facts: ModuleFacts) -> Iterator[Report]:
+        for cache in hand_written_caches(facts):
+            if cache.capture_aware or not cache.drops:
+                continue
+            drop = cache.drops[0]
+            what = "deletes" if isinstance(drop, ast.Delete) else "replaces" if isinstance(drop, ast.Assign) else f"calls .{drop.func.attr}() on"
+            yield Report(
+                drop,
+                f"hand-written cache `{cache.qualname}` {what} a buffer of `{cache.container}` with no check of CUDA graph capture: "
+                "a captured graph keeps replaying into the freed memory",
+            )

@@ -1,0 +1,71 @@
+"""AA207: a cache in a class attribute or module global that nothing releases."""
+
+from __future__ import annotations
+
+import ast
+from typing import Iterator
+
+from allocaudit.auditor.caches import can_release, hand_written_caches
+from allocaudit.auditor.rules.base import Report, Rule
+from allocaudit.auditor.sites import ModuleFacts
+
+
+class CacheNeverReleased(Rule):
+    CODE = "AA207"
+    NAME = "cache-never-released"
+    SUMMARY = "class-level or global workspace cache with no way to release it"
+    EXPLAIN = """\
+Why: the cache lives in a class attribute or a module global, so it is shared by every
+instance and outlives each of them. Nothing in the module clears it: when an engine is
+torn down (or rebuilt with another configuration) its workspaces stay allocated, and the
+buffers that captured CUDA graphs pointed at are kept or reused by the next engine in
+ways nobody planned.
+
+Fix: hold the cache on the object that owns the graphs (the engine or model runner) and
+release it with them, or give the module an explicit `clear()`/`release()` that the owner
+calls. With `allocaudit.runtime`, create one `WorkspaceCache` per engine, pass it as
+`cache=`, and call its `clear()`/`release_pinned()` when the engine drops its graphs.
+"""
+    VALID = (
+        # Held on the instance: released with it.
+        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
+        "        if buf is None or buf.numel() < n:\n            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        # A global with a release function.
+        "import torch\n_POOL = {}\ndef get(name, n, dtype, device):\n    buf = _POOL.get((name, dtype, device))\n"
+        "    if buf is None or buf.numel() < n:\n        buf = torch.empty(n, dtype=dtype, device=device)\n        _POOL[(name, dtype, device)] = buf\n    return buf[:n]\n"
+        "def release():\n    _POOL.clear()\n",
+    )
+    INVALID = (
+        "import math, torch\nclass Moe:\n    pool = {}  # expect\n    @staticmethod\n    def get_empty(shape, dtype, name, device):\n"
+        "        for buf in Moe.pool.get((name, dtype, device), []):\n            if buf.numel() >= math.prod(shape):\n"
+        "                return buf[: math.prod(shape)].view(shape)\n"
+        "        new = torch.empty(shape, dtype=dtype, device=device)\n        Moe.pool.setdefault((name, dtype, device), []).append(new)\n        return new\n",
+        "import torch\n_POOL: dict = {}  # expect\ndef get(name, n, dtype, device):\n    buf = _POOL.get((name, dtype, device))\n"
+        "    if buf is None or buf.numel() < n:\n        buf = torch.empty(n, dtype=dtype, device=device)\n        _POOL[(name, dtype, device)] = buf\n    return buf[:n]\n",
+    )
+
+    def check(self, facts: ModuleFacts) -> Iterator[Report]:
+        reported = set()
+        for cache in hand_written_caches(facts):
+            if cache.container_kind == "instance attribute" or cache.container in reported:
+                continue
+            if can_release(facts, cache.container):
+                continue
+            reported.add(cache.container)
+            yield Report(
+                self._definition(facts, cache) or cache.function,
+                f"workspace cache `{cache.container}` ({cache.container_kind}, filled by `{cache.qualname}`) is never released: "
+                "it outlives the engine and the CUDA graphs that use its buffers",
+            )
+
+    @staticmethod
+    def _definition(facts: ModuleFacts, cache):
+        """The line that creates the container: its class-level or module-level assignment."""
+        name = cache.container.rpartition(".")[2]
+        scopes = [facts.tree.body] + [n.body for n in facts.tree.body if isinstance(n, ast.ClassDef)]
+        for body in scopes:
+            for stmt in body:
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+                if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                    return stmt
+        return None

@@ -1,0 +1,61 @@
+"""AA203: a cache that allocates with zeros reuses the buffer without re-zeroing it."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from allocaudit.auditor.caches import hand_written_caches
+from allocaudit.auditor.rules.base import Report, Rule
+from allocaudit.auditor.sites import ModuleFacts
+
+
+class CacheRezero(Rule):
+    CODE = "AA203"
+    NAME = "cache-reuse-without-rezero"
+    SUMMARY = "hand-written cache allocates zeros but reuses the buffer without re-zeroing it"
+    EXPLAIN = """\
+Why: on a miss the cache allocates with `torch.zeros` (or `zeros_like`, `new_zeros`), so
+its callers may rely on zeros: padding rows, masked lanes, accumulators, counters. On a
+hit it hands out the old buffer as it is, with whatever the last user wrote: the first
+call is right and every later one reads stale data. The review of TensorRT-LLM PR 7390
+found this in its `get_empty`.
+
+Fix: zero the part handed out on every hit (`view.zero_()`), or allocate with
+`torch.empty` if every consumer writes before it reads. `allocaudit.runtime.get_empty`
+keeps `torch.zeros` semantics exactly with `zero=True`, zeroing only the requested bytes:
+
+    view = buf[:n].view(shape)
+    view.zero_()
+    return view
+"""
+    VALID = (
+        # Re-zeroes on reuse.
+        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
+        "        if buf is None or buf.numel() < n:\n            buf = torch.zeros(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n"
+        "        view = buf[:n]\n        view.zero_()\n        return view\n",
+        # Allocates with empty: no zeros promised.
+        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
+        "        if buf is None or buf.numel() < n:\n            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+    )
+    INVALID = (
+        "import math, torch\nclass Moe:\n    pool = {}\n    @staticmethod\n    def get_empty(shape, dtype, name, device):\n"
+        "        for buf in Moe.pool.get(name, []):\n            if buf.dtype == dtype and buf.device == device and buf.numel() >= math.prod(shape):\n"
+        "                return buf[: math.prod(shape)].view(shape)  # expect\n"
+        "        new = torch.zeros(shape, dtype=dtype, device=device)\n        Moe.pool.setdefault(name, []).append(new)\n        return new\n",
+        # A workspace manager object.
+        "import torch\nclass WorkspaceManager:\n    def get(self, name, shape, dtype, device):\n"
+        "        ws = self.workspaces.get((name, dtype, device))\n        n = shape[0] * shape[1]\n"
+        "        if ws is None or ws.numel() < n:\n            ws = torch.zeros(n, dtype=dtype, device=device)\n            self.workspaces[(name, dtype, device)] = ws\n"
+        "        return ws[:n].view(shape)  # expect\n",
+    )
+
+    def check(self, facts: ModuleFacts) -> Iterator[Report]:
+        for cache in hand_written_caches(facts):
+            zeroing = cache.zeroing_miss
+            if zeroing is None or cache.rezeroes:
+                continue
+            yield Report(
+                cache.hit_returns[0],
+                f"hand-written cache `{cache.qualname}` allocates with `{zeroing.api}` (line {zeroing.call.lineno}) but hands the "
+                "buffer out again without re-zeroing it: callers that expect zeros read stale data",
+            )

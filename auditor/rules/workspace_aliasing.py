@@ -1,0 +1,134 @@
+"""AA206: the same cached workspace requested twice while the first result is in use."""
+
+from __future__ import annotations
+
+import ast
+from fnmatch import fnmatchcase
+from typing import Iterator, Optional
+
+from allocaudit.auditor.caches import hand_written_caches
+from allocaudit.auditor.escapes import unparse
+from allocaudit.auditor.rules.base import Report, Rule
+from allocaudit.auditor.sites import ModuleFacts
+
+# Callees that hand out a cached buffer by name.
+CACHE_GETTERS = ("*get_empty*", "*get_buffer*", "*get_cached*", "*cached_workspace*")
+NAME_KEYWORDS = ("cache_name", "name", "key", "buffer_name")
+MANAGER_METHODS = frozenset({"get", "get_buffer", "get_workspace"})
+
+
+def _root_name(expr: ast.AST) -> Optional[str]:
+    while isinstance(expr, (ast.Attribute, ast.Subscript, ast.Call)):
+        expr = expr.func if isinstance(expr, ast.Call) else expr.value
+    return expr.id if isinstance(expr, ast.Name) else None
+
+
+def _may_return_a_view(facts: ModuleFacts, call: ast.Call) -> bool:
+    """Cheap test before the summary: does the callee (a def of this module, by name)
+    return an expression rooted at one of its parameters?"""
+    func = call.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+    candidates = [facts.analyzer.module_functions.get(name)] + [fn for (_, n), fn in facts.analyzer.methods.items() if n == name]
+    for fn in candidates:
+        if fn is None:
+            continue
+        params = {a.arg for a in fn.args.args}
+        if any(isinstance(r, ast.Return) and r.value is not None and _root_name(r.value) in params for r in ast.walk(fn)):
+            return True
+    return False
+
+
+class WorkspaceAliasing(Rule):
+    CODE = "AA206"
+    NAME = "workspace-aliasing"
+    SUMMARY = "a cached workspace is requested again while an earlier result of it is still in use"
+    EXPLAIN = """\
+Why: a reuse cache hands out the same memory for the same name (or the same manager, or
+views of the same buffer). Asking twice in one function and using both results means
+both tensors are one buffer: writing the second overwrites the first. The typical case
+is copy-paste: two workspaces requested under the same cache name, or a `_resize_cache`
+style helper (`buf.flatten()[:n].view(shape)`) applied twice to one buffer. Sometimes
+it is deliberate (the first result is dead before the second is written); then say so
+with `# noqa: AA206` and a comment.
+
+Fix: give each workspace its own cache name (`allocaudit fix` derives one per site), or
+request them together (`get_simultaneous`), or make the first result's last use come
+before the second request. `allocaudit.runtime`'s strict mode (`ALLOCAUDIT_RUNTIME_STRICT=1`)
+finds the aliasing at run time and names both call sites.
+
+    a = get_empty((m, k), torch.bfloat16, device="cuda", cache_name="moe.ws")
+    b = get_empty((m, n), torch.bfloat16, device="cuda", cache_name="moe.ws")   # AA206
+    kernel(a, b)
+"""
+    VALID = (
+        "def forward(x):\n    a = get_empty((4,), dt, cache_name='moe.a')\n    b = get_empty((4,), dt, cache_name='moe.b')\n    kernel(a, b)\n",
+        # The first result is dead before the second request.
+        "def forward(x):\n    a = get_empty((4,), dt, cache_name='moe.ws')\n    kernel(a)\n    b = get_empty((8,), dt, cache_name='moe.ws')\n    kernel(b)\n",
+        "def resize(x, shape):\n    return x.flatten()[: shape[0]].view(*shape)\n"
+        "def forward(ws, y):\n    a = resize(ws, (4,))\n    b = resize(y, (4,))\n    k(a, b)\n",
+    )
+    INVALID = (
+        "from allocaudit.runtime import get_empty\n"
+        "def forward(x, dt):\n    a = get_empty((4,), dt, cache_name='moe.ws')\n    b = get_empty((8,), dt, device='cuda', cache_name='moe.ws')  # expect\n    kernel(a, b)\n",
+        # A _resize_cache-style helper applied twice to one buffer.
+        "def resize_cache(x, shape):\n    return x.flatten()[: shape[0] * shape[1]].view(*shape)\n"
+        "def experts(ws, m, n, k):\n    c1 = resize_cache(ws, (m, n))\n    c3 = resize_cache(ws, (m, k))  # expect\n    gemm(c1, c3)\n",
+        # A workspace manager asked twice.
+        "def attention(self, q):\n    s = self.workspace.get((q.shape[0], 64), q.dtype)\n"
+        "    p = self.workspace.get((q.shape[0], 64), q.dtype)  # expect\n    softmax(s, out=p)\n",
+    )
+
+    def check(self, facts: ModuleFacts) -> Iterator[Report]:
+        cache_functions = {cache.function.name for cache in hand_written_caches(facts)}
+        by_function: dict[ast.AST, list[tuple[str, ast.Call]]] = {}
+        for call in facts.analyzer.calls:
+            key = self._request_key(facts, call, cache_functions)
+            function = facts.analyzer.owner(call)
+            if key is not None and function is not None:
+                by_function.setdefault(function, []).append((key, call))
+        for function, requests in by_function.items():
+            flow = facts.analyzer.flow(function)
+            seen: dict[str, tuple[ast.Call, str]] = {}
+            for key, call in sorted(requests, key=lambda kc: (kc[1].lineno, kc[1].col_offset)):
+                first = seen.get(key)
+                name = self._bound_name(facts, call)
+                if first is not None and self._live_after(flow, first[1], call):
+                    yield Report(
+                        call,
+                        f"`{unparse(call.func)}` hands out the same buffer as line {first[0].lineno} (`{first[1]}`), which is "
+                        f"still used afterwards: both results alias ({key.split('|', 1)[1]})",
+                    )
+                if name is not None:
+                    seen[key] = (call, name)
+
+    @staticmethod
+    def _request_key(facts: ModuleFacts, call: ast.Call, cache_functions: set[str]) -> Optional[str]:
+        func = call.func
+        callee = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if callee in cache_functions or any(fnmatchcase(callee, p) for p in CACHE_GETTERS):
+            name = next((k.value for k in call.keywords if k.arg in NAME_KEYWORDS), None)
+            if name is None:
+                name = next((a for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)), None)
+            if name is not None:
+                return f"{callee}|cache name {unparse(name)}"
+            return None
+        if isinstance(func, ast.Attribute) and callee in MANAGER_METHODS and "workspace" in unparse(func.value).lower():
+            return f"{callee}|workspace manager `{unparse(func.value)}`"
+        local = facts.analyzer._local_callee(call) if call.args and _may_return_a_view(facts, call) else None
+        if local is not None and not isinstance(call.args[0], ast.Starred):
+            first_param = facts.analyzer._parameter_for(local, call, call.args[0])
+            if first_param is not None and facts.analyzer._summary(local, first_param, callee).kind == "returns":
+                return f"{callee}|views of `{unparse(call.args[0])}`"
+        return None
+
+    @staticmethod
+    def _bound_name(facts: ModuleFacts, call: ast.Call) -> Optional[str]:
+        parent = facts.parents.get(call)
+        if isinstance(parent, ast.Assign) and len(parent.targets) == 1 and isinstance(parent.targets[0], ast.Name):
+            return parent.targets[0].id
+        return None
+
+    @staticmethod
+    def _live_after(flow, name: str, call: ast.Call) -> bool:
+        end = (call.end_lineno, call.end_col_offset)
+        return any((use.lineno, use.col_offset) > end for use in flow.loads.get(name, ()))
