@@ -233,7 +233,9 @@ class _Slot:
             try:
                 view = self.views[dtype] = self.buffer.view(dtype)
             except RuntimeError as e:
-                raise TypeError(f"get_empty(cache_name={cache_name!r}): unsupported dtype {dtype}: {e}") from None
+                raise TypeError(
+                    f"get_empty(cache_name={cache_name!r}): unsupported dtype {dtype}: {e}"
+                ) from None
         # Kept private, so that nothing a caller does to its tensor's metadata reaches the next one.
         self.last = view.as_strided(layout[1], layout[2])
         self.last_layout, self.last_dtype = layout, dtype
@@ -291,7 +293,9 @@ class WorkspaceCache:
             raise ValueError(f"WorkspaceCache({label!r}): growth must be 'exact' or 'pow2', got {growth!r}")
         if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 0):
             raise ValueError(f"WorkspaceCache({label!r}): max_bytes must be an int >= 0, got {max_bytes!r}")
-        env_poison, env_strict = _debug_modes_from_env() if poison is None or strict is None else (False, False)
+        env_poison, env_strict = (False, False)
+        if poison is None or strict is None:
+            env_poison, env_strict = _debug_modes_from_env()
         self.label = label
         self.growth = growth
         self.max_bytes = max_bytes
@@ -340,7 +344,9 @@ class WorkspaceCache:
         if layout is None:
             layout = _layout(shape, cache_name)
         if type(dtype) is not torch.dtype:
-            raise TypeError(f"get_empty(cache_name={cache_name!r}): dtype must be a torch.dtype, got {dtype!r}")
+            raise TypeError(
+                f"get_empty(cache_name={cache_name!r}): dtype must be a torch.dtype, got {dtype!r}"
+            )
         nbytes = layout[0] * dtype.itemsize
         try:
             dev = _DEVICES[device]
@@ -445,7 +451,9 @@ class WorkspaceCache:
             # capacities then only ever increase, so slots cannot keep releasing each other.
             # Under capture the new buffer comes from the graph's pool: nothing to gain there.
             for other in self._slots.values():
-                if other.device == slot.device and other.buffer is not None and not other.pinned and other.is_idle():
+                if other.device != slot.device or other.buffer is None or other.pinned:
+                    continue
+                if other.is_idle():
                     other.former_capacity = other.capacity
                     self._let_go(other)
         # Under capture this allocation lands in the graph's private memory pool, which is
@@ -483,7 +491,9 @@ class WorkspaceCache:
         plain allocation, counted in `stats()` as a fallback, with ``on_growth="fallback"``.
         """
         if on_growth not in ("error", "fallback"):
-            raise ValueError(f"{self.label}.freeze: on_growth must be 'error' or 'fallback', got {on_growth!r}")
+            raise ValueError(
+                f"{self.label}.freeze: on_growth must be 'error' or 'fallback', got {on_growth!r}"
+            )
         with self._lock:
             self._frozen = on_growth
 
@@ -546,7 +556,8 @@ class WorkspaceCache:
 
     def report(self) -> str:
         """`stats()` as a text table, one row per slot."""
-        header = ("cache name", "device", "hits", "misses", "growths", "fallbacks", "held", "pinned", "zeroed", "peak")
+        header = ("cache name", "device", "hits", "misses", "growths", "fallbacks",
+                  "held", "pinned", "zeroed", "peak")
         rows = [header]
         for (name, device), s in sorted(self.stats().items()):
             rows.append((
@@ -576,7 +587,9 @@ def _runtime_disabled() -> bool:
 
 _disabled = _runtime_disabled()
 _default = WorkspaceCache("default")
-_current: contextvars.ContextVar[WorkspaceCache] = contextvars.ContextVar("allocaudit_workspace_cache", default=_default)
+_current: contextvars.ContextVar[WorkspaceCache] = contextvars.ContextVar(
+    "allocaudit_workspace_cache", default=_default
+)
 
 
 def reload_env() -> None:
