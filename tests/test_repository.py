@@ -1,0 +1,44 @@
+"""Promises the repository makes about itself: the README's commands, CI, the layout."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_commands():
+    return re.findall(r"```bash\n(.+?)\n```", (ROOT / "README.md").read_text())
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
+    setup, tests = _readme_commands()[:2]
+    assert setup.endswith("allocaudit scan examples/")
+    assert "pip install torch==2.13.0" in tests
+    test_command = tests.rsplit("&& ", 1)[1]
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1] == test_command, "CI must run the README's exact test command"
+    assert "pip install -q torch==2.13.0" in "\n".join(ci), "CI installs torch 2.13.0 first"
+
+
+def test_every_package_folder_is_declared_for_setuptools():
+    declared = set(re.findall(r'"(allocaudit\.[a-z_.]+)"', (ROOT / "pyproject.toml").read_text()))
+    on_disk = {
+        "allocaudit." + ".".join(init.parent.relative_to(ROOT).parts)
+        for part in ("auditor", "rewrites", "runtime")
+        for init in (ROOT / part).rglob("__init__.py")
+        if "fixtures" not in init.parts
+    }
+    assert on_disk <= declared, f"missing from [tool.setuptools] packages: {on_disk - declared}"
+
+
+def test_auditor_and_rewrites_do_not_import_torch():
+    code = "import sys, allocaudit.auditor.cli, allocaudit.auditor.engine; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_runtime_imports_nothing_of_the_auditor_or_rewrites():
+    for source in (ROOT / "runtime").rglob("*.py"):
+        text = source.read_text()
+        assert "allocaudit.auditor" not in text and "allocaudit.rewrites" not in text, source
