@@ -53,7 +53,7 @@ with `# noqa: AA206` and a comment.
 
 Fix: give each workspace its own cache name (`allocaudit fix` derives one per site), or
 request them together (`get_simultaneous`), or make the first result's last use come
-before the second request. `allocaudit.runtime`'s strict mode (`ALLOCAUDIT_RUNTIME_STRICT=1`)
+before the second request. `allocaudit.runtime`'s strict mode (`ALLOCAUDIT_RUNTIME_DEBUG=strict`)
 finds the aliasing at run time and names both call sites.
 
     a = get_empty((m, k), torch.bfloat16, device="cuda", cache_name="moe.ws")
