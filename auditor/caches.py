@@ -15,7 +15,7 @@ import ast
 from dataclasses import dataclass, field
 from typing import Optional
 
-from allocaudit.auditor.escapes import CONTAINER_ADDERS
+from allocaudit.auditor.escapes import CONTAINER_ADDERS, VIEW_ATTRIBUTES, VIEW_METHODS
 from allocaudit.auditor.sites import AllocationSite, ModuleFacts
 
 ZEROING = frozenset({"zeros", "zeros_like", "new_zeros"})
@@ -40,6 +40,15 @@ def root_of(expr: ast.AST) -> ast.AST:
 
 def _text(node: ast.AST) -> str:
     return ast.unparse(node)
+
+
+def _names_in(expr: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)}
+
+
+def _size_params(params) -> set[str]:
+    """Parameters that carry the requested size (not the name, key, dtype or device)."""
+    return {p for p in params if p not in ("self", "cls") and not any(w in p for w in ("name", "key", "dtype", "device"))}
 
 
 def _fixed_device(site: AllocationSite) -> bool:
@@ -132,6 +141,64 @@ class CacheFinder:
 
     # -- one cache ----------------------------------------------------------------------
 
+    @staticmethod
+    def _holds_cached(expr: ast.AST, container: str, cached_names: set[str]) -> bool:
+        """Is ``expr`` the container, an entry of it, or a view of a cached buffer? (Not a
+        value computed from one: `(buf != last).any()` hands nothing out.)"""
+        while True:
+            if _text(expr) == container:
+                return True
+            if isinstance(expr, ast.Name):
+                return expr.id in cached_names
+            if isinstance(expr, ast.Subscript):
+                expr = expr.value
+            elif isinstance(expr, ast.Attribute) and expr.attr in VIEW_ATTRIBUTES:
+                expr = expr.value
+            elif isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
+                expr.func.attr in VIEW_METHODS or expr.func.attr in ("get", "setdefault", "flatten", "__getitem__")
+            ):
+                expr = expr.func.value
+            else:
+                return False
+
+    @staticmethod
+    def _reuses_by_fit(function: ast.AST, container: str, cached_names: set[str], size_params: set[str]) -> bool:
+        """A reuse cache decides whether a held buffer fits the request: a size test
+        (`buf.numel() >= n`, `x.shape[0] > cap`), a scan over candidates (first/best fit),
+        or a key made of the requested size."""
+        for node in ast.walk(function):
+            if isinstance(node, ast.Subscript) and _text(node.value) == container and _names_in(node.slice) & size_params:
+                return True
+            if (
+                isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("get", "setdefault")
+                and _text(node.func.value) == container and node.args and _names_in(node.args[0]) & size_params
+            ):
+                return True
+            if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)) for op in node.ops):
+                return True
+            if isinstance(node, (ast.For, ast.comprehension)) and isinstance(node.iter, ast.AST):
+                iter_text = _text(node.iter)
+                if container in iter_text or any(name == iter_text for name in cached_names):
+                    return True
+        return False
+
+    def _inserts_only(self, store: ast.AST, function: ast.AST) -> bool:
+        """A store under `if buf is None:` / `if key not in C:` fills an empty slot; one under
+        `if buf is None or buf.numel() < n:` replaces a buffer that was too small."""
+        tests = []
+        parent = self.parents.get(store)
+        while parent is not None and parent is not function:
+            if isinstance(parent, ast.If):
+                tests.append(parent.test)
+            parent = self.parents.get(parent)
+        if not tests:
+            return False
+        for test in tests:
+            for node in ast.walk(test):
+                if isinstance(node, ast.Compare) and not all(isinstance(op, (ast.Is, ast.NotIn, ast.In, ast.IsNot)) for op in node.ops):
+                    return False
+        return True
+
     def _reads(self, node: ast.AST, container: str) -> bool:
         return any(_text(sub) == container for sub in ast.walk(node) if isinstance(sub, (ast.Attribute, ast.Name)))
 
@@ -156,16 +223,21 @@ class CacheFinder:
                     value, target = node.iter, node.target
                 if value is None or not isinstance(target, ast.Name) or target.id in cached_names:
                     continue
-                if self._reads(value, text) or any(isinstance(n, ast.Name) and n.id in cached_names for n in ast.walk(value)):
+                if self._holds_cached(value, text, cached_names):
                     cached_names.add(target.id)
                     changed = True
 
         for node in ast.walk(function):
             if isinstance(node, ast.Return) and node.value is not None:
-                if self._reads(node.value, text) or any(isinstance(n, ast.Name) and n.id in cached_names for n in ast.walk(node.value)):
+                values = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+                if any(self._holds_cached(v, text, cached_names) for v in values):
                     cache.hit_returns.append(node)
         if not cache.hit_returns:
             return None  # stores a buffer but never hands one out: lazy init, not a cache
+        # Parameters that decide how much a miss allocates (`n` in `torch.empty(n, ...)`).
+        size_params = {p for p in _size_params(params) if any(p in _names_in(site.call) for site in misses)}
+        if not self._reuses_by_fit(function, text, cached_names, size_params):
+            return None  # a lazy singleton (`if X is None: X = ...`): nothing is ever reused for another request
 
         conditions = [n.test for n in ast.walk(function) if isinstance(n, (ast.If, ast.While, ast.IfExp))]
         conditions += [n for n in ast.walk(function) if isinstance(n, ast.Compare)]
@@ -176,6 +248,13 @@ class CacheFinder:
             or (isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr in ("get", "setdefault") and _text(sub.func.value) == text)
         ]
         keys = [k for k in keys if k is not None]
+        # A key built beforehand (`key = (name, dtype, device)`) counts as what it holds.
+        assigned = {
+            n.targets[0].id: n.value
+            for n in ast.walk(function)
+            if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+        }
+        keys = [assigned.get(k.id, k) if isinstance(k, ast.Name) else k for k in keys]
         condition_text = " ".join(_text(c) for c in conditions)
         key_text = " ".join(_text(k) for k in keys)
         returned_text = " ".join(_text(r.value) for r in cache.hit_returns)
@@ -190,6 +269,8 @@ class CacheFinder:
             ".device" in condition_text
             or "device" in key_text
             or all(_fixed_device(s) or not s.device.on_cuda for s in misses)
+            # An object's own device (`device=self.device`) for a cache held by that object.
+            or (kind == "instance attribute" and all((s.device.text or "").startswith("self.") for s in misses))
         )
         function_text = _text(function)
         cache.rezeroes = ".zero_(" in function_text or ".fill_(0" in function_text or "torch.zero_(" in function_text
@@ -210,15 +291,10 @@ class CacheFinder:
                     root = root_of(target)
                     replaces_entry = isinstance(target, ast.Subscript) and (_text(root) == text or _text(root) in cached_names)
                     replaces_buffer = _text(target) == text and not isinstance(node.value, (ast.Dict, ast.List))
-                    if replaces_entry or replaces_buffer:
+                    if (replaces_entry or replaces_buffer) and not self._inserts_only(node, function):
                         cache.drops.append(node)
-                    if replaces_entry and _text(root) == text:
-                        size_like = [
-                            n.id for n in ast.walk(target.slice)
-                            if isinstance(n, ast.Name) and n.id in params and not any(w in n.id for w in ("name", "key", "dtype", "device"))
-                        ]
-                        if size_like:
-                            cache.key_growth = node
+                    if replaces_entry and _text(root) == text and _names_in(target.slice) & size_params:
+                        cache.key_growth = node
         for found in (cache.hit_returns, cache.appends, cache.drops):
             found.sort(key=lambda node: (node.lineno, node.col_offset))
         module_text = _text(self.facts.tree)

@@ -37,6 +37,12 @@ until `release_pinned()`.
         "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
         "        if buf is None or buf.numel() < n:\n            if buf is not None and torch.cuda.is_current_stream_capturing():\n                self._pinned.append(buf)\n"
         "            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        # Fills an empty slot only: nothing held is ever dropped.
+        "import torch\n_TABLES = {}\ndef table(d, dtype, device):\n    t = _TABLES.get((d, dtype, device))\n    if t is None:\n"
+        "        t = torch.empty(d, d, dtype=dtype, device=device)\n        _TABLES[(d, dtype, device)] = t\n    return t[:d]\n"
+        "def release():\n    _TABLES.clear()\n",
+        # A lazy singleton is not a reuse cache at all.
+        "import torch\n_WS = None\ndef workspace():\n    global _WS\n    if _WS is None:\n        _WS = torch.zeros(1 << 20, dtype=torch.uint8, device='cuda')\n    return _WS\n",
         # Only appends: never drops what a graph may use (AA204 is about its growth).
         "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        for buf in self.pool.get((name, dtype, device), []):\n"
         "            if buf.numel() >= n:\n                return buf[:n]\n        new = torch.empty(n, dtype=dtype, device=device)\n"

@@ -23,6 +23,24 @@ def _root_name(expr: ast.AST) -> Optional[str]:
     return expr.id if isinstance(expr, ast.Name) else None
 
 
+WORKSPACE_WORDS = ("workspace", "cache", "buf", "scratch")
+
+
+def _is_workspace_buffer(facts: ModuleFacts, call: ast.Call, arg: ast.AST) -> bool:
+    """A buffer that views are carved from: allocated in this function, or named like
+    one (`workspace13`, `cache13`, `self._buf`). Views of an input tensor are not."""
+    if not isinstance(arg, (ast.Name, ast.Attribute)):
+        return False
+    text = unparse(arg).lower()
+    if any(word in text for word in WORKSPACE_WORDS) or "ws" in text.replace(".", "_").split("_"):
+        return True
+    function = facts.analyzer.owner(call)
+    if function is None or not isinstance(arg, ast.Name):
+        return False
+    values = facts.analyzer.flow(function).stores.get(arg.id, [])
+    return bool(values) and all(isinstance(v, ast.Call) and facts.analyzer.factory_of(v) for v in values)
+
+
 def _may_return_a_view(facts: ModuleFacts, call: ast.Call) -> bool:
     """Cheap test before the summary: does the callee (a def of this module, by name)
     return an expression rooted at one of its parameters?"""
@@ -114,8 +132,10 @@ finds the aliasing at run time and names both call sites.
             return None
         if isinstance(func, ast.Attribute) and callee in MANAGER_METHODS and "workspace" in unparse(func.value).lower():
             return f"{callee}|workspace manager `{unparse(func.value)}`"
-        local = facts.analyzer._local_callee(call) if call.args and _may_return_a_view(facts, call) else None
-        if local is not None and not isinstance(call.args[0], ast.Starred):
+        local = None
+        if call.args and _is_workspace_buffer(facts, call, call.args[0]) and _may_return_a_view(facts, call):
+            local = facts.analyzer._local_callee(call)
+        if local is not None:
             first_param = facts.analyzer._parameter_for(local, call, call.args[0])
             if first_param is not None and facts.analyzer._summary(local, first_param, callee).kind == "returns":
                 return f"{callee}|views of `{unparse(call.args[0])}`"
