@@ -144,5 +144,89 @@ def explain(code: Optional[str] = typer.Argument(None, help="A rule code, e.g. A
     typer.echo(f"{rule.CODE} ({rule.NAME}): {rule.SUMMARY}\n[{default}]\n\n{rule.EXPLAIN.rstrip()}")
 
 
+def _codemod_settings(paths: List[str], config: Optional[Path], all_files: bool, no_gitignore: bool) -> Settings:
+    try:
+        return _settings(
+            paths, config, select=None, extend_select=None, ignore=None,
+            all_files=all_files, min_confidence=None, no_gitignore=no_gitignore,
+        )
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+
+
+def _codemod_mode(diff: bool, check: bool) -> str:
+    from allocaudit.rewrites.apply import CHECK, DIFF, WRITE
+
+    return DIFF if diff else CHECK if check else WRITE
+
+
+def _report(result, mode: str, verbs: tuple[str, str]) -> None:
+    """Rows like ruff's: `path:line:col: ...`; with --diff the diff alone goes to stdout."""
+    from allocaudit.rewrites.apply import CHECK, DIFF
+
+    for diff in result.diffs:
+        sys.stdout.write(diff)
+    out = sys.stderr if mode == DIFF else sys.stdout
+    if mode == CHECK:
+        for row in result.changed:
+            out.write(f"{row.path}:{row.line}:{row.col}: would rewrite {row.text}\n")
+    for row in result.skipped:
+        out.write(f"{row.path}:{row.line}:{row.col}: skipped: {row.text}\n")
+    for error in result.errors:
+        out.write(f"{error.path}: error: {error.reason}\n")
+    done, pending = verbs
+    verb = done if mode not in (CHECK, DIFF) else pending
+    sites, files = len(result.changed), len(result.files_changed)
+    summary = f"{verb} {sites} site{'s' if sites != 1 else ''} in {files} file{'s' if files != 1 else ''} ({len(result.skipped)} skipped)."
+    if result.errors:
+        summary += f" {len(result.errors)} file{'s' if len(result.errors) != 1 else ''} could not be processed."
+    out.write(summary + "\n")
+    out.flush()
+
+
+@app.command()
+def fix(
+    paths: Optional[List[str]] = typer.Argument(None, help="Files or folders to rewrite (default: the current folder)."),
+    diff: bool = typer.Option(False, "--diff", help="Print a unified diff of the rewrites and change nothing (exit 1 if there is one)."),
+    check: bool = typer.Option(False, "--check", help="Change nothing; exit 1 if a site would be rewritten."),
+    all_files: bool = typer.Option(False, "--all", help="Every Python file, not only MoE-like paths (include globs)."),
+    no_gitignore: bool = typer.Option(False, "--no-gitignore", help="Also rewrite files that .gitignore excludes."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the scan cache."),
+    config: Optional[Path] = typer.Option(None, "--config", help="pyproject.toml to read [tool.allocaudit] from (default: the nearest one)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes for the scan (default: one per core)."),
+) -> None:
+    """Rewrite per-call CUDA workspaces (AA101 sites the scan marks [*]) into get_empty calls."""
+    from allocaudit.rewrites.apply import run_fix
+
+    paths = paths or ["."]
+    settings = _codemod_settings(paths, config, all_files, no_gitignore)
+    mode = _codemod_mode(diff, check)
+    cache = None if no_cache else Path(settings.root or ".") / ".allocaudit_cache"
+    result = run_fix(paths, settings, mode, cache_dir=cache, jobs=jobs)
+    _report(result, mode, ("Fixed", "Would fix"))
+    raise typer.Exit(result.exit_code(mode))
+
+
+@app.command()
+def unfix(
+    paths: Optional[List[str]] = typer.Argument(None, help="Files or folders to restore (default: the current folder)."),
+    diff: bool = typer.Option(False, "--diff", help="Print a unified diff and change nothing (exit 1 if there is one)."),
+    check: bool = typer.Option(False, "--check", help="Change nothing; exit 1 if a get_empty call would be restored."),
+    all_files: bool = typer.Option(False, "--all", help="Every Python file, not only MoE-like paths (include globs)."),
+    no_gitignore: bool = typer.Option(False, "--no-gitignore", help="Also rewrite files that .gitignore excludes."),
+    config: Optional[Path] = typer.Option(None, "--config", help="pyproject.toml to read [tool.allocaudit] from (default: the nearest one)."),
+) -> None:
+    """Turn get_empty calls back into the torch.zeros/torch.empty calls they stand for."""
+    from allocaudit.rewrites.apply import run_unfix
+
+    paths = paths or ["."]
+    settings = _codemod_settings(paths, config, all_files, no_gitignore)
+    mode = _codemod_mode(diff, check)
+    result = run_unfix(paths, settings, mode)
+    _report(result, mode, ("Restored", "Would restore"))
+    raise typer.Exit(result.exit_code(mode))
+
+
 def main() -> None:
     app()

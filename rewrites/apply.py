@@ -1,0 +1,153 @@
+"""Running a codemod over files: scan, rewrite, check, then write, diff or only report.
+
+Each file is read once; its rewrite must compile before anything is written, and the
+write is atomic and refused if the file changed since it was read. A file that cannot be
+read, parsed, rewritten or written is an error row; the other files go on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Optional
+
+import libcst as cst
+
+from allocaudit.auditor.discovery import discover
+from allocaudit.auditor.engine import scan
+from allocaudit.auditor.findings import FileError
+from allocaudit.auditor.settings import Settings
+from allocaudit.rewrites.files import SourceError, SourceFile, WriteError, read_source, write_atomic
+from allocaudit.rewrites.fix import fix_source
+from allocaudit.rewrites.unfix import unfix_source
+
+WRITE, DIFF, CHECK = "write", "diff", "check"
+
+
+@dataclass(frozen=True)
+class SiteRow:
+    path: str
+    line: int
+    col: int
+    text: str  # what was (or would be) done, or why the site was skipped
+
+
+@dataclass
+class RunResult:
+    changed: list[SiteRow] = field(default_factory=list)  # sites rewritten (or pending)
+    skipped: list[SiteRow] = field(default_factory=list)
+    errors: list[FileError] = field(default_factory=list)
+    files_changed: list[str] = field(default_factory=list)
+    diffs: list[str] = field(default_factory=list)
+    files_seen: int = 0
+
+    def exit_code(self, mode: str) -> int:
+        if self.errors:
+            return 2
+        return 1 if mode != WRITE and self.changed else 0
+
+
+def fix_settings(settings: Settings) -> Settings:
+    """The scan `fix` runs: AA101 whatever the user selects; suppression comments still hold."""
+    return replace(settings, select=("AA101",), ignore=())
+
+
+def run_fix(paths: Iterable[str], settings: Settings, mode: str = WRITE, cache_dir: Optional[Path] = None, jobs: Optional[int] = None) -> RunResult:
+    files, errors = discover(list(paths), settings)
+    result = RunResult(errors=list(errors), files_seen=len(files))
+    before = {path: _stamp(path) for path in files}
+    scanned = scan(files, fix_settings(settings), cache_dir=cache_dir, jobs=jobs)
+    result.errors.extend(scanned.errors)
+    by_path = defaultdict(list)
+    for finding in scanned.findings:
+        by_path[finding.path].append(finding)
+    for path, findings in sorted(by_path.items()):
+        try:
+            source = read_source(path, settings.max_file_size)
+        except SourceError as exc:
+            result.errors.append(FileError(path, str(exc)))
+            continue
+        if _stamp(path) != before.get(path):
+            result.errors.append(FileError(path, "file changed during the run: not rewritten"))
+            continue
+        try:
+            fixed = fix_source(path, source.text, findings)
+        except cst.ParserSyntaxError as exc:
+            result.errors.append(FileError(path, f"libcst cannot parse it: {exc.message} at line {exc.raw_line}"))
+            continue
+        except Exception as exc:  # a bug of ours must not stop the other files
+            result.errors.append(FileError(path, f"internal error while rewriting: {type(exc).__name__}: {exc}"))
+            continue
+        result.skipped += [SiteRow(path, s.finding.line, s.finding.col, s.reason) for s in fixed.skips]
+        rows = [SiteRow(path, r.finding.line, r.finding.col, f"`{r.finding.api}` -> get_empty(cache_name={r.cache_name!r})") for r in fixed.rewrites]
+        if fixed.text is not None and _finish(source, fixed.text, mode, result):
+            result.changed += rows
+    return result
+
+
+def run_unfix(paths: Iterable[str], settings: Settings, mode: str = WRITE) -> RunResult:
+    files, errors = discover(list(paths), settings)
+    result = RunResult(errors=list(errors), files_seen=len(files))
+    for path in files:
+        try:
+            source = read_source(path, settings.max_file_size)
+        except SourceError as exc:
+            result.errors.append(FileError(path, str(exc)))
+            continue
+        if b"get_empty" not in source.data:
+            continue
+        try:
+            restored = unfix_source(source.text)
+        except cst.ParserSyntaxError as exc:
+            result.errors.append(FileError(path, f"syntax error at line {exc.raw_line}: {exc.message}"))
+            continue
+        except Exception as exc:
+            result.errors.append(FileError(path, f"internal error while rewriting: {type(exc).__name__}: {exc}"))
+            continue
+        result.skipped += [SiteRow(path, s.line, s.col, s.detail) for s in restored.skips]
+        rows = [SiteRow(path, s.line, s.col, f"get_empty -> `{s.detail}`") for s in restored.restored]
+        if restored.text is not None and _finish(source, restored.text, mode, result):
+            result.changed += rows
+    return result
+
+
+def _finish(source: SourceFile, text: str, mode: str, result: RunResult) -> bool:
+    """Check, then write or diff one rewritten file; False (and an error row) if it failed."""
+    path = source.path
+    try:
+        data = source.encode(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compile(data, path, "exec", dont_inherit=True)
+    except WriteError as exc:
+        result.errors.append(FileError(path, f"{exc}: not written"))
+        return False
+    except (SyntaxError, ValueError) as exc:
+        result.errors.append(FileError(path, f"internal error: the rewrite does not compile ({exc}): not written"))
+        return False
+    if data == source.data:
+        return False
+    if mode == WRITE:
+        try:
+            write_atomic(source, data)
+        except WriteError as exc:
+            result.errors.append(FileError(path, str(exc)))
+            return False
+    elif mode == DIFF:
+        result.diffs.append(
+            "".join(difflib.unified_diff(source.text.splitlines(True), text.splitlines(True), f"a/{path}", f"b/{path}"))
+        )
+    result.files_changed.append(path)
+    return True
+
+
+def _stamp(path: str) -> Optional[tuple[int, int, int]]:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size, info.st_ino

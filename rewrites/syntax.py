@@ -1,0 +1,218 @@
+"""libcst helpers the two codemods share: argument lists laid out like the call they
+replace, the names a module binds, and the name under which it imports torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import libcst as cst
+from libcst import MaybeSentinel
+
+from allocaudit.auditor.factories import ArgSpec
+
+NO_SPACE = cst.SimpleWhitespace("")
+
+
+def arg_specs(args: Sequence[cst.Arg]) -> list[ArgSpec]:
+    """A libcst argument list as the abstract one `factories.bind` reads."""
+    specs = []
+    for arg in args:
+        if arg.star == "**":
+            specs.append(ArgSpec("dstar"))
+        elif arg.star == "*":
+            specs.append(ArgSpec("star"))
+        elif arg.keyword is not None:
+            specs.append(ArgSpec("kw", arg.keyword.value))
+        else:
+            specs.append(ArgSpec("pos"))
+    return specs
+
+
+def keyword_arg(name: str, value: cst.BaseExpression) -> cst.Arg:
+    return cst.Arg(value=value, keyword=cst.Name(name), equal=cst.AssignEqual(NO_SPACE, NO_SPACE))
+
+
+def is_simple_reference(node: cst.BaseExpression) -> bool:
+    """A name or an attribute chain of one (`x`, `self.w13`): cheap to evaluate twice."""
+    while isinstance(node, cst.Attribute):
+        node = node.value
+    return isinstance(node, cst.Name) and not node.lpar
+
+
+class _CommentCounter(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def visit_Comment(self, node: cst.Comment) -> None:
+        self.count += 1
+
+
+def count_comments(node: cst.CSTNode) -> int:
+    counter = _CommentCounter()
+    node.visit(counter)
+    return counter.count
+
+
+def has_call(node: cst.CSTNode) -> bool:
+    """Whether evaluating ``node`` may run code with effects (a call, await, yield, walrus)."""
+    finder = _EffectFinder()
+    node.visit(finder)
+    return finder.found
+
+
+class _EffectFinder(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.found = False
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, (cst.Call, cst.Await, cst.Yield, cst.NamedExpr)):
+            self.found = True
+        return not self.found
+
+
+def _strip_comment(whitespace: cst.BaseParenthesizableWhitespace) -> cst.BaseParenthesizableWhitespace:
+    if isinstance(whitespace, cst.ParenthesizedWhitespace):
+        return whitespace.with_changes(first_line=cst.TrailingWhitespace(), empty_lines=[])
+    return whitespace
+
+
+def _has_comment(whitespace) -> bool:
+    return isinstance(whitespace, cst.ParenthesizedWhitespace) and whitespace.first_line.comment is not None
+
+
+def _breaks_line(whitespace) -> bool:
+    return isinstance(whitespace, cst.ParenthesizedWhitespace)
+
+
+@dataclass
+class Item:
+    """One argument of a rebuilt call; ``source`` is the argument of the original call it
+    keeps the comma and trailing whitespace of (None for a generated one)."""
+
+    arg: cst.Arg
+    source: Optional[cst.Arg] = None
+
+
+def arrange(items: list[Item], original: Sequence[cst.Arg], before_args: cst.BaseParenthesizableWhitespace) -> list[cst.Arg]:
+    """Commas and whitespace for ``items``, following ``original``'s layout: generated
+    arguments are separated as the original's were (one per line in a call written one
+    per line), a kept argument keeps its comma and any comment after it, and the last
+    argument keeps the original's trailing comma and the whitespace before `)`."""
+    if not original:
+        raise ValueError("no arguments to follow")
+    last = original[-1]
+    trailing: Union[cst.Comma, MaybeSentinel] = last.comma
+    if len(original) > 1:
+        separator = _strip_comment(original[0].comma.whitespace_after)
+    else:
+        separator = _strip_comment(before_args) if _breaks_line(before_args) else cst.SimpleWhitespace(" ")
+    comma = cst.Comma(whitespace_before=NO_SPACE, whitespace_after=separator)
+    arranged = []
+    for position, item in enumerate(items):
+        own = item.source.comma if item.source is not None else MaybeSentinel.DEFAULT
+        after_arg = item.arg.whitespace_after_arg
+        if position == len(items) - 1:
+            closing = trailing.whitespace_after if isinstance(trailing, cst.Comma) else last.whitespace_after_arg
+            if item.source is not last and isinstance(own, cst.Comma) and _has_comment(own.whitespace_after) and _breaks_line(closing):
+                # A comment after this argument stays after it, before the closing `)`.
+                new_comma = own.with_changes(whitespace_after=own.whitespace_after.with_changes(indent=closing.indent, last_line=closing.last_line))
+                arranged.append(item.arg.with_changes(comma=new_comma, whitespace_after_arg=NO_SPACE))
+                continue
+            if isinstance(trailing, cst.Comma):
+                new_comma = trailing.with_changes(whitespace_after=_strip_comment(trailing.whitespace_after))
+            else:
+                new_comma = MaybeSentinel.DEFAULT
+            arranged.append(item.arg.with_changes(comma=new_comma, whitespace_after_arg=last.whitespace_after_arg))
+            continue
+        if isinstance(own, cst.Comma) and item.source is not last:
+            new_comma = own
+        elif isinstance(own, cst.Comma) and _breaks_line(own.whitespace_after) and _breaks_line(separator):
+            # The original trailing comma, with its comment, now before another argument.
+            new_comma = own.with_changes(
+                whitespace_after=own.whitespace_after.with_changes(indent=separator.indent, last_line=separator.last_line)
+            )
+        else:
+            new_comma = comma
+        if _breaks_line(after_arg):
+            after_arg = NO_SPACE
+        arranged.append(item.arg.with_changes(comma=new_comma, whitespace_after_arg=after_arg))
+    return arranged
+
+
+class BoundNames(cst.CSTVisitor):
+    """Every identifier a module binds or reads as a variable (not attribute names, not
+    keyword-argument names): what a new name must not collide with."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.names.add(node.value)
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        node.value.visit(self)
+        return False
+
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        node.value.visit(self)
+        return False
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        if not isinstance(node.names, cst.ImportStar):
+            for alias in node.names:
+                alias.visit(self)
+        return False
+
+    def visit_ImportAlias(self, node: cst.ImportAlias) -> bool:
+        if node.asname is not None:
+            node.asname.name.visit(self)
+        else:
+            head = node.name
+            while isinstance(head, cst.Attribute):
+                head = head.value
+            head.visit(self)
+        return False
+
+
+def dotted(node: cst.BaseExpression) -> Optional[str]:
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        base = dotted(node.value)
+        return f"{base}.{node.attr.value}" if base else None
+    return None
+
+
+def module_torch_name(module: cst.Module) -> Optional[str]:
+    """The name a module-level `import torch` / `import torch as th` binds, if any."""
+    for statement in module.body:
+        if not isinstance(statement, cst.SimpleStatementLine):
+            continue
+        for small in statement.body:
+            if not isinstance(small, cst.Import):
+                continue
+            for alias in small.names:
+                name = dotted(alias.name)
+                if alias.asname is not None:
+                    if name == "torch" and isinstance(alias.asname.name, cst.Name):
+                        return alias.asname.name.value
+                elif name == "torch" or (name or "").startswith("torch."):
+                    return "torch"
+    return None
+
+
+def runtime_import_name(module: cst.Module, obj: str = "get_empty") -> Optional[str]:
+    """The local name of a module-level `from allocaudit.runtime import get_empty [as x]`."""
+    for statement in module.body:
+        if not isinstance(statement, cst.SimpleStatementLine):
+            continue
+        for small in statement.body:
+            if not isinstance(small, cst.ImportFrom) or small.relative or isinstance(small.names, cst.ImportStar):
+                continue
+            if small.module is None or dotted(small.module) != "allocaudit.runtime":
+                continue
+            for alias in small.names:
+                if dotted(alias.name) == obj:
+                    return alias.asname.name.value if alias.asname is not None else obj
+    return None

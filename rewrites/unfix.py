@@ -1,0 +1,148 @@
+"""`allocaudit unfix`: `get_empty` calls back to the plain `torch.zeros`/`torch.empty` they mean.
+
+`get_empty(shape, dtype, device=d, cache_name=..., zero=z)` allocates what
+`torch.zeros(shape, dtype=dtype, device=d)` (z true) or `torch.empty(...)` would, so the
+rewrite is exact; a dtype of `torch.get_default_dtype()` (what `fix` writes for a missing
+dtype) is left out again. The import is removed once nothing uses it (libcst's
+RemoveImportsVisitor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import libcst as cst
+from libcst.codemod import CodemodContext
+from libcst.codemod.visitors import AddImportsVisitor, RemoveImportsVisitor
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from allocaudit.rewrites.fix import RUNTIME_FUNCTION, RUNTIME_MODULE
+from allocaudit.rewrites.syntax import (
+    BoundNames,
+    Item,
+    arrange,
+    count_comments,
+    dotted,
+    module_torch_name,
+    runtime_import_name,
+)
+
+
+@dataclass(frozen=True)
+class Site:
+    line: int
+    col: int  # 1-based, in characters
+    detail: str  # the call it became, or why it was skipped
+
+
+@dataclass
+class FileUnfix:
+    text: Optional[str] = None
+    restored: list[Site] = field(default_factory=list)
+    skips: list[Site] = field(default_factory=list)
+
+
+def unfix_source(text: str) -> FileUnfix:
+    result = FileUnfix()
+    if RUNTIME_FUNCTION not in text:
+        return result
+    module = cst.parse_module(text)
+    function_name = runtime_import_name(module)
+    if function_name is None:
+        return result
+    torch_name = module_torch_name(module)
+    add_torch = False
+    if torch_name is None:
+        bound = BoundNames()
+        module.visit(bound)
+        if "torch" in bound.names:
+            torch_name = None  # every site is skipped below, with the reason
+        else:
+            torch_name, add_torch = "torch", True
+    wrapper = MetadataWrapper(module)
+    transformer = _Transformer(function_name, torch_name, wrapper.resolve(PositionProvider))
+    new_module = wrapper.module.visit(transformer)
+    result.restored, result.skips = transformer.restored, transformer.skips
+    if not result.restored:
+        return result
+    context = CodemodContext()
+    if add_torch:
+        AddImportsVisitor.add_needed_import(context, "torch")
+        new_module = AddImportsVisitor(context).transform_module(new_module)
+    alias = None if function_name == RUNTIME_FUNCTION else function_name
+    RemoveImportsVisitor.remove_unused_import(context, RUNTIME_MODULE, RUNTIME_FUNCTION, alias)
+    new_module = RemoveImportsVisitor(context).transform_module(new_module)
+    result.text = new_module.code
+    return result
+
+
+class _Transformer(cst.CSTTransformer):
+    def __init__(self, function_name: str, torch_name: Optional[str], positions) -> None:
+        super().__init__()
+        self.function_name = function_name
+        self.torch_name = torch_name
+        self.positions = positions
+        self.restored: list[Site] = []
+        self.skips: list[Site] = []
+
+    def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
+        if not (isinstance(updated.func, cst.Name) and updated.func.value == self.function_name):
+            return updated
+        start = self.positions[original].start
+        try:
+            new = self._restore(updated)
+        except ValueError as exc:
+            self.skips.append(Site(start.line, start.column + 1, str(exc)))
+            return updated
+        if count_comments(new) < count_comments(updated):
+            self.skips.append(Site(start.line, start.column + 1, "a comment inside the call would be lost"))
+            return updated
+        self.restored.append(Site(start.line, start.column + 1, dotted(new.func) or ""))
+        return new
+
+    def _restore(self, call: cst.Call) -> cst.Call:
+        if self.torch_name is None:
+            raise ValueError("`torch` names something else in this module")
+        args = list(call.args)
+        positional = [a for a in args if a.keyword is None and a.star == ""]
+        keywords = {a.keyword.value: a for a in args if a.keyword is not None}
+        if any(a.star for a in args):
+            raise ValueError("starred arguments hide which argument is which")
+        unknown = set(keywords) - {"shape", "dtype", "device", "cache_name", "zero"}
+        if unknown:
+            raise ValueError(f"`{sorted(unknown)[0]}=` has no counterpart in torch.empty/zeros")
+        if len(positional) > 2 or ("shape" in keywords and positional) or ("dtype" in keywords and len(positional) > 1):
+            raise ValueError("unexpected positional arguments")
+        shape = keywords.get("shape") or (positional[0] if positional else None)
+        dtype = keywords.get("dtype") or (positional[1] if len(positional) > 1 else None)
+        if shape is None or dtype is None:
+            raise ValueError("no shape or no dtype")
+        zero_arg = keywords.get("zero")
+        zero = False
+        if zero_arg is not None:
+            if not (isinstance(zero_arg.value, cst.Name) and zero_arg.value.value in ("True", "False")):
+                raise ValueError("`zero=` is not a literal True or False")
+            zero = zero_arg.value.value == "True"
+        dropped = [a for a in (keywords.get("cache_name"), zero_arg) if a is not None]
+        if any(count_comments(a) for a in dropped):
+            raise ValueError("a comment in `cache_name=` or `zero=` would be lost")
+
+        items = [Item(shape.with_changes(keyword=None, equal=cst.MaybeSentinel.DEFAULT), shape)]
+        if not self._is_default_dtype(dtype.value):
+            items.append(Item(dtype.with_changes(keyword=cst.Name("dtype"), equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))), dtype))
+        if "device" in keywords:
+            items.append(Item(keywords["device"], keywords["device"]))
+        # The kept arguments in their original order: shape, dtype, device.
+        items.sort(key=lambda item: args.index(item.source))
+        func = cst.Attribute(cst.Name(self.torch_name), cst.Name("zeros" if zero else "empty"))
+        return call.with_changes(func=func, args=arrange(items, args, call.whitespace_before_args))
+
+    def _is_default_dtype(self, node: cst.BaseExpression) -> bool:
+        return (
+            isinstance(node, cst.Call)
+            and not node.args
+            and isinstance(node.func, cst.Attribute)
+            and node.func.attr.value == "get_default_dtype"
+            and dotted(node.func.value) in (self.torch_name, "torch")
+        )
