@@ -56,7 +56,9 @@ def write_atomic(source: SourceFile, new_data: bytes) -> None:
         raise WriteError("file vanished before it could be written") from None
     except OSError as exc:
         raise WriteError(exc.strerror or str(exc)) from None
-    if not os.access(target, os.W_OK):
+    # The write bits, not only access(): root may write anything, but a file marked
+    # read-only says it is not to be changed.
+    if not info.st_mode & 0o222 or not os.access(target, os.W_OK):
         raise WriteError("read-only file: not written")
     folder = os.path.dirname(target) or "."
     try:

@@ -252,7 +252,7 @@ def _plan(finding: Finding, node: cst.Call, parents, module: cst.Module) -> _Pla
         if fill is None or fill != 0 or isinstance(fill, complex):
             raise _FixError("filled with a value other than a literal zero")
         dropped.append(bound.fill)
-        if dtype is None and kind == "full":
+        if dtype is None and source is None:
             # torch.full infers its dtype from the fill value.
             inferred = "bool" if isinstance(fill, bool) else "int64" if isinstance(fill, int) else "default"
     elif FILL[factory] == "1":

@@ -1,0 +1,133 @@
+"""Whether two versions of a module allocate alike: the check of a `fix` then `unfix` round trip.
+
+`unfix` spells a restored allocation canonically (`torch.zeros((m, n), dtype=..., device=...)`)
+where the original may have written `th.zeros(m, n, ...)`, `x.new_zeros(...)`,
+`torch.zeros_like(x, memory_format=torch.contiguous_format)` or `torch.full(s, 0)`. Both
+modules are brought to one normal form — every factory call as (zeros|empty, shape, dtype,
+device) with default arguments dropped, torch spelled `torch`, `import torch` and the
+runtime import set aside — and then compared as Python ASTs.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Optional
+
+from allocaudit.auditor.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, ArgSpec, bind
+
+_DEFAULTS = {
+    "requires_grad": ("False", "None"),
+    "pin_memory": ("False", "None"),
+    "out": ("None",),
+    "layout": ("torch.strided",),
+    "memory_format": ("torch.contiguous_format",),
+}
+
+
+def equivalent(original: str, restored: str) -> bool:
+    return normal_form(original) == normal_form(restored)
+
+
+def normal_form(text: str) -> str:
+    tree = ast.parse(text)
+    torch_names = {"torch"}
+    factory_names: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            torch_names |= {a.asname for a in node.names if a.name == "torch" and a.asname}
+        elif isinstance(node, ast.ImportFrom) and node.module == "torch":
+            for a in node.names:
+                if a.name in TORCH_FACTORIES:
+                    factory_names[a.asname or a.name] = a.name
+    tree = _Normaliser(torch_names, factory_names).visit(tree)
+    return ast.dump(tree, include_attributes=False)
+
+
+class _Normaliser(ast.NodeTransformer):
+    def __init__(self, torch_names: set[str], factory_names: dict[str, str]) -> None:
+        self.torch_names = torch_names
+        self.factory_names = factory_names
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return ast.Name("torch", node.ctx) if node.id in self.torch_names else node
+
+    def visit_Module(self, node: ast.Module) -> ast.AST:
+        node.body = [s for s in node.body if not _is_set_aside(s)]
+        return self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        return self._canonical(node) or node
+
+    def _canonical(self, call: ast.Call) -> Optional[ast.Call]:
+        factory, receiver = None, None
+        if isinstance(call.func, ast.Attribute):
+            if call.func.attr in TORCH_FACTORIES and _text(call.func.value) == "torch":
+                factory = call.func.attr
+            elif call.func.attr in TENSOR_METHOD_FACTORIES:
+                factory, receiver = call.func.attr, call.func.value
+        elif isinstance(call.func, ast.Name) and call.func.id in self.factory_names:
+            factory = self.factory_names[call.func.id]
+        if factory is None or FILL[factory] == "1":
+            return None
+        specs = [ArgSpec("star" if isinstance(a, ast.Starred) else "pos") for a in call.args]
+        specs += [ArgSpec("dstar") if k.arg is None else ArgSpec("kw", k.arg) for k in call.keywords]
+        bound = bind(factory, specs)
+        values = list(call.args) + [k.value for k in call.keywords]
+        if bound.has_dstar or bound.stride is not None:
+            return None
+        if bound.like is not None:
+            receiver = values[bound.like]
+        keywords = {}
+        for name, index in bound.keywords.items():
+            text = _text(values[index])
+            if name in _DEFAULTS and text in _DEFAULTS[name]:
+                continue
+            if name in ("dtype", "device") and text == "None":
+                continue
+            if name == "dtype" and text == "torch.get_default_dtype()":
+                continue
+            keywords[name] = values[index]
+        if set(keywords) - {"dtype", "device"}:
+            return None
+        kind = TORCH_FACTORIES.get(factory) or TENSOR_METHOD_FACTORIES[factory]
+        if FILL[factory] == "fill":
+            fill = values[bound.fill] if bound.fill is not None else None
+            if not (isinstance(fill, ast.Constant) and fill.value == 0 and not isinstance(fill.value, complex)):
+                return None
+            if receiver is None and "dtype" not in keywords:
+                if isinstance(fill.value, bool):
+                    keywords["dtype"] = ast.parse("torch.bool", mode="eval").body
+                elif isinstance(fill.value, int):
+                    keywords["dtype"] = ast.parse("torch.int64", mode="eval").body
+        if kind in ("like", "full_like"):
+            if receiver is None:
+                return None
+            shape = ast.Attribute(receiver, "shape", ast.Load())
+        elif bound.size_keyword is not None:
+            shape = values[bound.size_keyword]
+        elif len(bound.size) == 1 and not isinstance(values[bound.size[0]], ast.Starred):
+            shape = values[bound.size[0]]
+        elif bound.size:
+            shape = ast.Tuple([values[i] for i in bound.size], ast.Load())
+        else:
+            return None
+        if receiver is not None:
+            keywords.setdefault("dtype", ast.Attribute(receiver, "dtype", ast.Load()))
+            keywords.setdefault("device", ast.Attribute(receiver, "device", ast.Load()))
+        name = "zeros" if FILL[factory] is not None else "empty"
+        return ast.Call(
+            ast.Name(f"ALLOC_{name}", ast.Load()),
+            [shape],
+            [ast.keyword(k, keywords[k]) for k in ("dtype", "device") if k in keywords],
+        )
+
+
+def _is_set_aside(statement: ast.stmt) -> bool:
+    if isinstance(statement, ast.Import):
+        return all(a.name == "torch" for a in statement.names)
+    return isinstance(statement, ast.ImportFrom) and statement.module == "allocaudit.runtime"
+
+
+def _text(node: ast.AST) -> str:
+    return ast.unparse(node)
