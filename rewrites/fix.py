@@ -2,8 +2,7 @@
 
 The scan decides which sites may be rewritten (`Finding.fixable`); this module finds the
 same calls again in a libcst tree by position, rewrites each one with its own arguments
-as written, adds `from allocaudit.runtime import get_empty` once (libcst's
-AddImportsVisitor), and leaves every other byte alone. A site whose rewrite would change
+as written, adds `from allocaudit.runtime import get_empty` once, and leaves every other byte alone. A site whose rewrite would change
 what the program does is skipped with a reason instead.
 """
 
@@ -15,8 +14,6 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import libcst as cst
-from libcst.codemod import CodemodContext
-from libcst.codemod.visitors import AddImportsVisitor
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
 
 from allocaudit.auditor.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, bind
@@ -29,6 +26,7 @@ from allocaudit.rewrites.syntax import (
     arrange,
     count_comments,
     has_call,
+    insert_imports,
     is_simple_reference,
     keyword_arg,
     module_torch_name,
@@ -99,7 +97,7 @@ def fix_source(path: str, text: str, findings: Sequence[Finding]) -> FileFix:
     if not candidates:
         return result
 
-    wrapper = MetadataWrapper(cst.parse_module(text))
+    wrapper = MetadataWrapper(cst.parse_module(text), unsafe_skip_copy=True)  # a fresh tree: no copy needed
     module = wrapper.module
     positions = wrapper.resolve(PositionProvider)
     parents = wrapper.resolve(ParentNodeProvider)
@@ -160,11 +158,13 @@ def fix_source(path: str, text: str, findings: Sequence[Finding]) -> FileFix:
     if not transformer.done:
         return result
 
-    context = CodemodContext()
-    AddImportsVisitor.add_needed_import(context, RUNTIME_MODULE, RUNTIME_FUNCTION, None if function_name == RUNTIME_FUNCTION else function_name)
+    imports = []
     if need_torch_import and any(p.inferred_dtype is not None and _torch_receiver(p) is None for p, _ in transformer.done):
-        AddImportsVisitor.add_needed_import(context, "torch")
-    new_module = AddImportsVisitor(context).transform_module(new_module)
+        imports.append("import torch")
+    if existing is None:
+        alias = "" if function_name == RUNTIME_FUNCTION else f" as {function_name}"
+        imports.append(f"from {RUNTIME_MODULE} import {RUNTIME_FUNCTION}{alias}")
+    new_module = insert_imports(new_module, imports)
     result.text = new_module.code
     result.rewrites = [Rewrite(plan.finding, name) for plan, name in transformer.done]
     result.rewrites.sort(key=lambda r: (r.finding.line, r.finding.col))

@@ -3,8 +3,7 @@
 `get_empty(shape, dtype, device=d, cache_name=..., zero=z)` allocates what
 `torch.zeros(shape, dtype=dtype, device=d)` (z true) or `torch.empty(...)` would, so the
 rewrite is exact; a dtype of `torch.get_default_dtype()` (what `fix` writes for a missing
-dtype) is left out again. The import is removed once nothing uses it (libcst's
-RemoveImportsVisitor).
+dtype) is left out again. The import is removed once nothing uses it.
 """
 
 from __future__ import annotations
@@ -13,8 +12,6 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import libcst as cst
-from libcst.codemod import CodemodContext
-from libcst.codemod.visitors import AddImportsVisitor, RemoveImportsVisitor
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from allocaudit.rewrites.fix import RUNTIME_FUNCTION, RUNTIME_MODULE
@@ -24,7 +21,9 @@ from allocaudit.rewrites.syntax import (
     arrange,
     count_comments,
     dotted,
+    insert_imports,
     module_torch_name,
+    remove_import_if_unused,
     runtime_import_name,
 )
 
@@ -60,19 +59,15 @@ def unfix_source(text: str) -> FileUnfix:
             torch_name = None  # every site is skipped below, with the reason
         else:
             torch_name, add_torch = "torch", True
-    wrapper = MetadataWrapper(module)
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     transformer = _Transformer(function_name, torch_name, wrapper.resolve(PositionProvider))
     new_module = wrapper.module.visit(transformer)
     result.restored, result.skips = transformer.restored, transformer.skips
     if not result.restored:
         return result
-    context = CodemodContext()
+    new_module = remove_import_if_unused(new_module, RUNTIME_MODULE, function_name)
     if add_torch:
-        AddImportsVisitor.add_needed_import(context, "torch")
-        new_module = AddImportsVisitor(context).transform_module(new_module)
-    alias = None if function_name == RUNTIME_FUNCTION else function_name
-    RemoveImportsVisitor.remove_unused_import(context, RUNTIME_MODULE, RUNTIME_FUNCTION, alias)
-    new_module = RemoveImportsVisitor(context).transform_module(new_module)
+        new_module = insert_imports(new_module, ["import torch"])
     result.text = new_module.code
     return result
 
