@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -52,6 +53,7 @@ def run_tree(source: Path, work: Path) -> dict:
     before = snapshot(tree)
 
     fix, fix_s = allocaudit("fix", "--all", "--no-cache", str(tree))
+    print(f"{source.name}: fix --all took {fix_s:.1f} s", file=sys.stderr, flush=True)
     summary = next((m for m in map(SUMMARY.match, fix.stdout.splitlines()) if m), None)
     skipped = Counter(reason_group(m["reason"]) for m in map(ROW.match, fix.stdout.splitlines()) if m)
     errors = [line for line in fix.stdout.splitlines() if ": error: " in line]
@@ -59,16 +61,18 @@ def run_tree(source: Path, work: Path) -> dict:
     changed = sorted(p for p in before if after.get(p) != before[p])
 
     compile_failures = []
-    for path in changed:
-        try:
-            py_compile.compile(path, doraise=True, cfile=os.devnull)
-        except py_compile.PyCompileError as exc:
-            compile_failures.append(f"{path}: {exc.msg}")
+    with tempfile.TemporaryDirectory() as scratch:
+        for number, path in enumerate(changed):
+            try:
+                py_compile.compile(path, cfile=os.path.join(scratch, f"{number}.pyc"), doraise=True)
+            except py_compile.PyCompileError as exc:
+                compile_failures.append(f"{path}: {exc.msg}")
 
     again, again_s = allocaudit("fix", "--all", "--no-cache", str(tree))
     second_changed = sorted(p for p, data in snapshot(tree).items() if after.get(p) != data)
 
     unfix, unfix_s = allocaudit("unfix", "--all", str(tree))
+    unfix_skipped = Counter(reason_group(m["reason"]) for m in map(ROW.match, unfix.stdout.splitlines()) if m)
     restored = snapshot(tree)
     identical_ast = equivalent_files = 0
     differences = []
@@ -98,6 +102,7 @@ def run_tree(source: Path, work: Path) -> dict:
         "second_fix_seconds": again_s,
         "unfix_exit": unfix.returncode,
         "unfix_seconds": unfix_s,
+        "unfix_skipped_by_reason": unfix_skipped.most_common(),
         "unfix_identical_ast": identical_ast,
         "unfix_equivalent": equivalent_files,
         "unfix_differences": differences,
@@ -127,6 +132,8 @@ def main() -> None:
         print(f"unfix --all: exit {r['unfix_exit']}, {r['unfix_seconds']:.1f} s; "
               f"{r['unfix_equivalent']} of {r['files_changed_on_disk']} files equivalent to the original, "
               f"{r['unfix_identical_ast']} with an identical AST; other files touched: {len(r['unfix_touched_other_files'])}")
+        for reason, count in r["unfix_skipped_by_reason"]:
+            print(f"  {count:5d}  unfix skipped: {reason}")
         for path in r["unfix_differences"]:
             print(f"  not equivalent: {path}")
         sys.stdout.flush()
