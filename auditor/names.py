@@ -185,8 +185,8 @@ class NameResolver:
             # A class body's names are not visible from the functions nested in it.
             if (first or not current.is_class) and name in current.bindings:
                 return current, current.bindings[name]
-            if name in current.declared_global:
-                current = self.module_scope
+            if name in current.declared_global and current is not self.module_scope:
+                current = self.module_scope  # `global x` (a `global` at module level changes nothing)
                 first = True
                 continue
             first = False

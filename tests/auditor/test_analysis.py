@@ -367,3 +367,9 @@ def test_private_helper_inherited_from_another_class_of_the_module():
         "class Experts(Base):\n    def process_weights_after_loading(self, layer):\n        self._pad(layer)\n"
     )
     assert one(source).site_class == "init"
+
+
+def test_global_statement_at_module_level_is_harmless():
+    # A `global` at module level is legal and changes nothing; it once sent the lookup in circles.
+    source = "import torch\nglobal counter\ncounter = 0\ndef forward(x):\n    global counter\n    ws = torch.empty(4, device='cuda')\n    k(ws, counter)\n"
+    assert one(source).code == "AA101"
