@@ -6,7 +6,7 @@ compare each restored file with the original (equal ASTs after the normal form o
 `allocaudit.rewrites.equivalence`; identical ASTs counted too). Prints files and sites
 rewritten, sites skipped by reason, and the times.
 
-    python benchmarks/codemod_trees.py /work/ext/vllm-0.33.0 /work/ext/sglang-0.5.23 --work /work/ext/codemod-run
+    python benchmarks/codemod_trees.py /work/ext/vllm-0.33.0 --work /work/ext/codemod-run
 """
 
 from __future__ import annotations
@@ -45,11 +45,14 @@ def reason_group(reason: str) -> str:
     return re.sub(r"`[^`]*`", "`…`", reason)
 
 
-def run_tree(source: Path, work: Path) -> dict:
+def run_tree(source: Path, work: Path, exclude: list[str]) -> dict:
     tree = work / source.name
     if tree.exists():
         shutil.rmtree(tree)
     shutil.copytree(source, tree, symlinks=True)
+    if exclude:  # what a user would write in the tree's pyproject.toml
+        globs = ", ".join(f'"{g}"' for g in exclude)
+        (tree / "pyproject.toml").write_text(f"[tool.allocaudit]\nextend-exclude = [{globs}]\n")
     before = snapshot(tree)
 
     fix, fix_s = allocaudit("fix", "--all", "--no-cache", str(tree))
@@ -114,10 +117,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trees", nargs="+", type=Path)
     parser.add_argument("--work", type=Path, required=True, help="folder for the copies (rewritten in place)")
+    parser.add_argument("--exclude", action="append", default=[], help="glob to leave out (written to the copy's pyproject.toml)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     for source in args.trees:
-        r = run_tree(source.resolve(), args.work)
+        r = run_tree(source.resolve(), args.work, args.exclude)
         print(f"== {r['tree']} ({r['python_files']} Python files)")
         print(f"fix --all: exit {r['fix_exit']}, {r['sites_rewritten']} sites rewritten in {r['files_rewritten']} files "
               f"({r['files_changed_on_disk']} changed on disk), {r['sites_skipped']} skipped, {r['fix_seconds']:.1f} s")
