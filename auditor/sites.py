@@ -52,7 +52,6 @@ FRESH_BUILTINS = frozenset({"len", "print", "isinstance", "int", "float", "bool"
 ALIASING_BUILTINS = frozenset({"list", "tuple", "iter", "reversed", "sorted", "min", "max", "dict", "zip", "enumerate", "getattr", "next", "cast"})
 # Keyword arguments that the codemod cannot carry into get_empty, with the reason.
 UNFIXABLE_KEYWORDS = {
-    "out": "writes into `out=`: nothing is allocated",
     "requires_grad": "`requires_grad=`: a reused buffer cannot carry autograd state",
     "pin_memory": "`pin_memory=`: pinned host memory is not a device workspace",
 }
@@ -111,6 +110,11 @@ def _arg(call: ast.Call, index: Optional[int]) -> Optional[ast.expr]:
     if index < len(call.args):
         return call.args[index]
     return call.keywords[index - len(call.args)].value
+
+
+def _writes_into_out(call: ast.Call) -> bool:
+    """`torch.zeros(n, out=buf)` fills `buf`: it allocates nothing, so it is no site."""
+    return any(k.arg == "out" and not _is_literal(k.value, None) for k in call.keywords)
 
 
 def _literal_size_zero(call: ast.Call, bound: BoundArgs) -> bool:
@@ -388,7 +392,7 @@ class ModuleAnalyzer:
         found = []
         for node in self.calls:
             kind = self.factory_of(node)
-            if kind is not None:
+            if kind is not None and not _writes_into_out(node):
                 found.append(self._site(node, *kind))
         found.sort(key=lambda s: (s.call.lineno, s.call.col_offset))
         return found
