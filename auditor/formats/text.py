@@ -24,7 +24,7 @@ def _summary(result: ScanResult) -> str:
         noun = "finding" if len(result.findings) == 1 else "findings"
         parts.append(f"Found {len(result.findings)} {noun} in {result.files_scanned} files scanned.")
         if fixable:
-            parts.append(f"[*] {fixable} can be rewritten to get_empty.")
+            parts.append(f"[*] {fixable} fixable with `allocaudit fix`.")
     else:
         parts.append(f"No findings in {result.files_scanned} files scanned.")
     if result.errors:
