@@ -80,7 +80,12 @@ class HandWrittenCache:
 
     @property
     def zeroing_miss(self) -> Optional[AllocationSite]:
-        return next((s for s in self.misses if s.factory in ZEROING or (s.factory == "full" and "0" in _text(s.call))), None)
+        # Only a CUDA buffer handed out as allocated: a table built on the CPU and moved
+        # (`torch.zeros(n).to(device)`, then filled) is a computed constant, not a workspace.
+        return next(
+            (s for s in self.misses if s.device.on_cuda and not s.moved and (s.factory in ZEROING or (s.factory == "full" and "0" in _text(s.call)))),
+            None,
+        )
 
 
 class CacheFinder:
@@ -123,6 +128,8 @@ class CacheFinder:
     def caches(self) -> list[HandWrittenCache]:
         by_function: dict[ast.AST, list[tuple[AllocationSite, ast.AST]]] = {}
         for site in self.facts.sites:
+            if not site.device.on_cuda:
+                continue  # a cache of CPU tensors (a table built on the host) is none of our business
             function = self.facts.analyzer.owner(site.call)
             for target in site.stored_into:
                 by_function.setdefault(function, []).append((site, root_of(target)))
@@ -259,14 +266,17 @@ class CacheFinder:
         key_text = " ".join(_text(k) for k in keys)
         returned_text = " ".join(_text(r.value) for r in cache.hit_returns)
 
+        compared = {n.id for c in conditions for n in ast.walk(c) if isinstance(n, ast.Name)}
         cache.checks_dtype = (
             cache.dtype_param is None
             or ".dtype" in condition_text
+            or cache.dtype_param in compared  # `dtype != current_dtype`
             or (cache.dtype_param in key_text)
             or f".view({cache.dtype_param}" in returned_text  # a byte buffer reinterpreted
         )
         cache.checks_device = (
             ".device" in condition_text
+            or (cache.device_param is not None and cache.device_param in compared)
             or "device" in key_text
             or all(_fixed_device(s) or not s.device.on_cuda for s in misses)
             # An object's own device (`device=self.device`) for a cache held by that object.

@@ -37,6 +37,10 @@ or keep raw bytes and reinterpret them (`buf[:nbytes].view(dtype)`). Or use
         # Keyed by dtype.
         "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        key = (name, dtype, device)\n        buf = self._bufs.get((name, dtype, device))\n"
         "        if buf is None or buf.numel() < n:\n            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        # Compared through a local.
+        "import torch\nclass M:\n    def reserve(self, n, dtype):\n        held = self._buf.dtype if self._buf is not None else None\n"
+        "        if self._buf is None or n > self._buf.shape[0] or dtype != held:\n"
+        "            self._buf = torch.empty(n, dtype=dtype, device='cuda:0')\n        return self._buf[:n]\n",
         # A byte buffer reinterpreted to the requested dtype.
         "import torch\nclass M:\n    def get(self, nbytes, dtype, shape):\n        if self._ws is None or self._ws.numel() < nbytes or self._ws.device != torch.device('cuda', 0):\n"
         "            self._ws = torch.empty(nbytes, dtype=torch.uint8, device='cuda:0')\n        return self._ws[:nbytes].view(dtype).view(shape)\n",

@@ -20,6 +20,10 @@ hit it hands out the old buffer as it is, with whatever the last user wrote: the
 call is right and every later one reads stale data. The review of TensorRT-LLM PR 7390
 found this in its `get_empty`.
 
+Some caches zero once on purpose: the part read as zero (padding heads, bytes past the
+last page) is never written by any user, so the zeros survive reuse. Then say so next to
+the allocation with `# noqa: AA203` and the invariant in a comment.
+
 Fix: zero the part handed out on every hit (`view.zero_()`), or allocate with
 `torch.empty` if every consumer writes before it reads. `allocaudit.runtime.get_empty`
 keeps `torch.zeros` semantics exactly with `zero=True`, zeroing only the requested bytes:
