@@ -1,0 +1,284 @@
+"""The allocation tracer: factory ops seen at the dispatcher, `get_empty` requests seen by the runtime.
+
+    with profile_allocations(device="any") as recorder:
+        model(x)
+    profile = recorder.profile()
+
+Factory ops are caught by a `TorchDispatchMode`, below every Python-level alias or wrapper
+(`import torch as th`, `alloc = torch.empty`, a helper function): whatever the spelling, a new
+tensor comes from one of `FACTORY_OPS`. Each is charged to the first frame of user code on the
+stack; frames of torch, of allocaudit and of the standard library are skipped, so an allocation
+the runtime cache makes for a `get_empty` call is charged to that call's line.
+
+The dispatch mode stack is per thread: allocations made by other threads are not seen, but
+`get_empty` requests of every thread are (the runtime's observer hook is process-wide).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import site
+import sys
+import sysconfig
+import threading
+import time
+from typing import Iterator, Optional
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import allocaudit.runtime as runtime
+from allocaudit.auditor.profiling.profile import MAX_SHAPES, CacheCounts, Profile, Site
+from allocaudit.auditor.version import VERSION
+
+DEVICE_FILTERS = ("cuda", "cpu", "any")
+
+# What torch.empty/zeros/ones/full/empty_strided, torch.*_like and Tensor.new_* dispatch to in
+# torch 2.1 - 2.13 (checked by experiment: each reaches its own aten op, none decomposes before
+# the Python dispatch modes see it). Their `.out` overloads write into an existing tensor and
+# allocate nothing, so they are left out.
+FACTORY_OPS = frozenset(
+    getattr(torch.ops.aten, name)
+    for name in (
+        "empty", "empty_strided", "zeros", "ones", "full",
+        "empty_like", "zeros_like", "ones_like", "full_like",
+        "new_empty", "new_empty_strided", "new_zeros", "new_ones", "new_full",
+    )
+)
+
+_COUNTERS = {"hit": "hits", "miss": "misses", "growth": "growths", "fallback": "fallbacks"}
+
+_AUDITOR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(runtime.__file__))
+_REWRITES_DIR = os.path.join(os.path.dirname(_AUDITOR_DIR), "rewrites")
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
+
+
+def _stdlib_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    paths = sysconfig.get_paths()
+    stdlib = {os.path.abspath(paths[k]) + os.sep for k in ("stdlib", "platstdlib") if k in paths}
+    packages = {os.path.abspath(paths[k]) + os.sep for k in ("purelib", "platlib") if k in paths}
+    try:
+        packages.update(os.path.abspath(p) + os.sep for p in site.getsitepackages())
+    except AttributeError:  # some embedded interpreters have no site.getsitepackages
+        pass
+    return tuple(stdlib), tuple(packages)
+
+
+_STDLIB, _SITE_PACKAGES = _stdlib_dirs()
+_LIBRARY = tuple(d + os.sep for d in (_TORCH_DIR, _AUDITOR_DIR, _REWRITES_DIR))
+
+# Frame classification, by file name: None for user code, else "runtime" or "library".
+_kinds: dict[str, Optional[str]] = {}
+
+
+def _kind(filename: str) -> Optional[str]:
+    kind = _kinds.get(filename, False)
+    if kind is not False:
+        return kind
+    if filename.startswith("<frozen") or filename.startswith("<built-in"):
+        kind = "library"
+    else:
+        path = os.path.abspath(filename)
+        if path.startswith(_RUNTIME_DIR + os.sep):
+            kind = "runtime"
+        elif path.startswith(_LIBRARY):
+            kind = "library"
+        elif path.startswith(_STDLIB) and not path.startswith(_SITE_PACKAGES):
+            kind = "library"
+        else:
+            kind = None
+    _kinds[filename] = kind
+    return kind
+
+
+def _format_frame(frame) -> str:
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {_function_name(frame)}"
+
+
+def _function_name(frame) -> str:
+    code = frame.f_code
+    return getattr(code, "co_qualname", code.co_name)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+class Recorder:
+    """Accumulates allocations per user source site while a `profile_allocations` block runs."""
+
+    def __init__(self, device: str = "cuda", stack_depth: int = 8) -> None:
+        if device not in DEVICE_FILTERS:
+            raise ValueError(f"device must be one of {', '.join(DEVICE_FILTERS)}, got {device!r}")
+        self.device = device
+        self.stack_depth = stack_depth
+        self.sites: dict[tuple[str, int], Site] = {}
+        self._shape_keys: dict[tuple[str, int], set[str]] = {}
+        self._devices_seen: set[str] = set()
+        self._lock = threading.Lock()
+        self._started = time.perf_counter()
+        self._stopped: Optional[float] = None
+        self._cuda = torch.cuda.is_available()
+
+    # -- attribution ------------------------------------------------------------------------
+
+    def _site(self, frame) -> tuple[Optional[Site], bool]:
+        """The user site of the current call, and whether the runtime cache was on the way."""
+        through_runtime = False
+        while frame is not None:
+            kind = _kind(frame.f_code.co_filename)
+            if kind is None:
+                break
+            through_runtime = through_runtime or kind == "runtime"
+            frame = frame.f_back
+        if frame is None:
+            return None, through_runtime
+        key = (frame.f_code.co_filename, frame.f_lineno)
+        found = self.sites.get(key)
+        if found is None:
+            stack = []
+            f = frame
+            while f is not None and len(stack) < self.stack_depth:
+                if _kind(f.f_code.co_filename) is None:
+                    stack.append(_format_frame(f))
+                f = f.f_back
+            found = self.sites[key] = Site(path=key[0], line=key[1], function=_function_name(frame), stack=stack)
+            self._shape_keys[key] = set()
+        return found, through_runtime
+
+    def _keeps(self, device: torch.device) -> bool:
+        return self.device == "any" or device.type == self.device
+
+    # -- the two sources --------------------------------------------------------------------
+
+    def record_allocation(self, op_name: str, out: torch.Tensor, frame) -> None:
+        if not isinstance(out, torch.Tensor) or not self._keeps(out.device):
+            return
+        try:
+            nbytes = out.untyped_storage().nbytes()
+        except (RuntimeError, NotImplementedError):  # tensor subclasses without storage
+            nbytes = out.numel() * out.element_size()
+        capturing = out.is_cuda and torch.cuda.is_current_stream_capturing()
+        with self._lock:
+            site_, through_runtime = self._site(frame)
+            if site_ is None:
+                return
+            name = "allocaudit.runtime" if through_runtime else op_name
+            site_.calls += 1
+            site_.bytes += nbytes
+            if through_runtime:
+                site_.runtime_bytes += nbytes
+            site_.ops[name] = site_.ops.get(name, 0) + 1
+            if capturing:
+                site_.captured_calls += 1
+                site_.captured_bytes += nbytes
+            self._note_shape(site_, tuple(out.shape), out.dtype, out.device)
+
+    def record_cache_event(self, event: "runtime.CacheEvent") -> None:
+        if not self._keeps(event.device):
+            return
+        with self._lock:
+            site_, _ = self._site(sys._getframe(1))
+            if site_ is None:
+                return
+            counts = site_.cache
+            if counts is None:
+                counts = site_.cache = CacheCounts()
+            counts.requests += 1
+            counts.requested_bytes += event.nbytes
+            field = _COUNTERS[event.kind]
+            setattr(counts, field, getattr(counts, field) + 1)
+            if event.name not in counts.cache_names:
+                counts.cache_names.append(event.name)
+            device = str(event.device)
+            if device not in site_.devices:
+                site_.devices.append(device)
+            self._devices_seen.add(device)
+
+    def _note_shape(self, site_: Site, shape: tuple, dtype: torch.dtype, device: torch.device) -> None:
+        key = f"{shape} {_dtype_name(dtype)}"
+        seen = self._shape_keys[site_.key]
+        if key not in seen:
+            seen.add(key)
+            if len(site_.shapes) < MAX_SHAPES:
+                site_.shapes.append(key)
+            else:
+                site_.more_shapes += 1
+        name = str(device)
+        if name not in site_.devices:
+            site_.devices.append(name)
+        self._devices_seen.add(name)
+
+    # -- the result -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self._stopped is None:
+            self._stopped = time.perf_counter()
+
+    def profile(
+        self,
+        command: tuple[str, ...] = (),
+        exit_code: Optional[int] = None,
+        exception: Optional[str] = None,
+        memory_snapshot: Optional[str] = None,
+        notes: tuple[str, ...] = (),
+    ) -> Profile:
+        """What was recorded so far, as a `Profile` (a copy: recording may go on)."""
+        with self._lock:
+            sites = [
+                Site(**{**s.to_dict(), "cache": CacheCounts(**vars(s.cache)) if s.cache else None})
+                for s in self.sites.values()
+            ]
+            devices = sorted(self._devices_seen)
+        end = self._stopped if self._stopped is not None else time.perf_counter()
+        notes = list(notes)
+        if self.device == "cuda" and not self._cuda:
+            notes.append("CUDA is not available here, so nothing was recorded with --device cuda; use --device cpu or any")
+        return Profile(
+            command=list(command),
+            device_filter=self.device,
+            torch_version=torch.__version__,
+            devices_seen=devices,
+            exit_code=exit_code,
+            exception=exception,
+            duration_s=end - self._started,
+            sites=sites,
+            memory_snapshot=memory_snapshot,
+            notes=notes,
+            tool_version=VERSION,
+        )
+
+
+class _FactoryMode(TorchDispatchMode):
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.overloadpacket in FACTORY_OPS and "out" not in func._overloadname:
+            self.recorder.record_allocation(str(func.overloadpacket), out, sys._getframe(1))
+        return out
+
+
+@contextlib.contextmanager
+def profile_allocations(device: str = "cuda", stack_depth: int = 8) -> Iterator[Recorder]:
+    """Record every factory allocation and `get_empty` request made inside the block.
+
+    Args:
+        device: ``"cuda"``, ``"cpu"`` or ``"any"``: the device type of the tensors kept.
+        stack_depth: user frames kept per site (at its first allocation), innermost first.
+
+    Yields a `Recorder`; ``recorder.profile()`` gives the `Profile`, also after an exception.
+    Allocations in graph capture are flagged; graph replays allocate nothing and are not seen.
+    """
+    recorder = Recorder(device, stack_depth)
+    runtime.add_observer(recorder.record_cache_event)
+    try:
+        with _FactoryMode(recorder):
+            yield recorder
+    finally:
+        runtime.remove_observer(recorder.record_cache_event)
+        recorder.stop()
