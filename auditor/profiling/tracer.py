@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import runpy
 import site
 import sys
 import sysconfig
@@ -141,6 +142,8 @@ class Recorder:
             stack = []
             f = frame
             while f is not None and len(stack) < self.stack_depth:
+                if f.f_code.co_filename == runpy.__file__:
+                    break  # the profiled program's first frame is just below: the rest is ours
                 if _kind(f.f_code.co_filename) is None:
                     stack.append(_format_frame(f))
                 f = f.f_back
