@@ -99,7 +99,8 @@ def run_target(target: Target, stderr: Optional[TextIO] = None) -> Outcome:
         if target.module:
             runpy.run_module(target.name, run_name="__main__", alter_sys=True)
         else:
-            runpy.run_path(target.name, run_name="__main__")
+            # Absolute, as Python 3.9+ makes a main script's __file__.
+            runpy.run_path(os.path.abspath(target.name), run_name="__main__")
         return Outcome(0)
     except SystemExit as exc:
         return Outcome(_exit_status(exc.code, stderr or sys.stderr))
@@ -127,9 +128,7 @@ def _exit_status(code: object, stderr: TextIO) -> int:
 def _print_exception(exc: BaseException, stderr: TextIO) -> None:
     tb = exc.__traceback__
     # Drop the frames of this module and runpy, which a plain `python script.py` would not show.
-    while tb is not None and (
-        tb.tb_frame.f_code.co_filename == __file__ or os.path.basename(tb.tb_frame.f_code.co_filename) == "runpy.py"
-    ):
+    while tb is not None and tb.tb_frame.f_code.co_filename in (__file__, runpy.__file__, "<frozen runpy>"):
         tb = tb.tb_next
     sys.stdout.flush()
     traceback.print_exception(type(exc), exc, tb, file=stderr)

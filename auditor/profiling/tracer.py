@@ -48,6 +48,8 @@ FACTORY_OPS = frozenset(
     )
 )
 
+# runpy's frames: below them is whoever ran the profiled program, not the program.
+_RUNPY = frozenset((runpy.__file__, "<frozen runpy>"))
 _COUNTERS = {"hit": "hits", "miss": "misses", "growth": "growths", "fallback": "fallbacks"}
 
 _AUDITOR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -142,7 +144,7 @@ class Recorder:
             stack = []
             f = frame
             while f is not None and len(stack) < self.stack_depth:
-                if f.f_code.co_filename == runpy.__file__:
+                if f.f_code.co_filename in _RUNPY:
                     break  # the profiled program's first frame is just below: the rest is ours
                 if _kind(f.f_code.co_filename) is None:
                     stack.append(_format_frame(f))
