@@ -79,6 +79,13 @@ class HandWrittenCache:
     capture_aware: bool = False
 
     @property
+    def shared_by_name(self) -> bool:
+        """A general-purpose cache: callers ask it by name for a dtype (the seed's
+        `get_empty(shape, dtype, name)`), rather than one buffer with one purpose."""
+        params = [a.arg for a in (*self.function.args.posonlyargs, *self.function.args.args, *self.function.args.kwonlyargs)]
+        return self.dtype_param is not None and any("name" in p or p == "key" for p in params)
+
+    @property
     def zeroing_miss(self) -> Optional[AllocationSite]:
         # Only a CUDA buffer handed out as allocated: a table built on the CPU and moved
         # (`torch.zeros(n).to(device)`, then filled) is a computed constant, not a workspace.
@@ -128,8 +135,10 @@ class CacheFinder:
     def caches(self) -> list[HandWrittenCache]:
         by_function: dict[ast.AST, list[tuple[AllocationSite, ast.AST]]] = {}
         for site in self.facts.sites:
-            if not site.device.on_cuda:
-                continue  # a cache of CPU tensors (a table built on the host) is none of our business
+            if not site.device.on_cuda or (site.device.text or "").startswith("self."):
+                # A cache of CPU tensors is none of our business; `self.device` may well be
+                # the CPU (CPU backends share the shape of CUDA ones), so it is not evidence.
+                continue
             function = self.facts.analyzer.owner(site.call)
             for target in site.stored_into:
                 by_function.setdefault(function, []).append((site, root_of(target)))
@@ -173,6 +182,13 @@ class CacheFinder:
         """A reuse cache decides whether a held buffer fits the request: a size test
         (`buf.numel() >= n`, `x.shape[0] > cap`), a scan over candidates (first/best fit),
         or a key made of the requested size."""
+        # Locals that describe the held buffer (`cap = self._buf.shape[0] if ... else 0`).
+        held = set(cached_names) | {
+            n.targets[0].id
+            for n in ast.walk(function)
+            if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+            and (container in _text(n.value) or _names_in(n.value) & cached_names)
+        }
         for node in ast.walk(function):
             if isinstance(node, ast.Subscript) and _text(node.value) == container and _names_in(node.slice) & size_params:
                 return True
@@ -182,12 +198,19 @@ class CacheFinder:
             ):
                 return True
             if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)) for op in node.ops):
-                return True
+                # about the held buffer (`buf.numel() < n`), not a value being computed
+                if container in _text(node) or _names_in(node) & held:
+                    return True
             if isinstance(node, (ast.For, ast.comprehension)) and isinstance(node.iter, ast.AST):
                 iter_text = _text(node.iter)
                 if container in iter_text or any(name == iter_text for name in cached_names):
                     return True
         return False
+
+    def _eager_only(self, function: ast.AST) -> bool:
+        """The function or its class says it only runs eagerly (never under graph capture)."""
+        owners = [function, self.facts.analyzer._enclosing_class(function)]
+        return any(owner is not None and "eager" in (ast.get_docstring(owner) or "").lower() for owner in owners)
 
     def _inserts_only(self, store: ast.AST, function: ast.AST) -> bool:
         """A store under `if buf is None:` / `if key not in C:` fills an empty slot; one under
@@ -279,12 +302,17 @@ class CacheFinder:
             or (cache.device_param is not None and cache.device_param in compared)
             or "device" in key_text
             or all(_fixed_device(s) or not s.device.on_cuda for s in misses)
-            # An object's own device (`device=self.device`) for a cache held by that object.
-            or (kind == "instance attribute" and all((s.device.text or "").startswith("self.") for s in misses))
+            # A cache held by an object (a backend, a layer) serves that object's device.
+            or kind == "instance attribute"
+        )
+        fit_tested = any(
+            isinstance(c, ast.Compare) and any(isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)) for op in c.ops)
+            and (text in _text(c) or _names_in(c) & cached_names)
+            for c in conditions
         )
         function_text = _text(function)
         cache.rezeroes = ".zero_(" in function_text or ".fill_(0" in function_text or "torch.zero_(" in function_text
-        cache.capture_aware = any(word in condition_text.lower() for word in CAPTURE_WORDS)
+        cache.capture_aware = any(word in condition_text.lower() for word in CAPTURE_WORDS) or self._eager_only(function)
 
         for node in ast.walk(function):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
@@ -303,7 +331,9 @@ class CacheFinder:
                     replaces_buffer = _text(target) == text and not isinstance(node.value, (ast.Dict, ast.List))
                     if (replaces_entry or replaces_buffer) and not self._inserts_only(node, function):
                         cache.drops.append(node)
-                    if replaces_entry and _text(root) == text and _names_in(target.slice) & size_params:
+                    # A key of the requested size grows the cache; where a size test decides
+                    # reuse, the key is a category (`width`, a group) instead.
+                    if replaces_entry and _text(root) == text and _names_in(target.slice) & size_params and not fit_tested:
                         cache.key_growth = node
         for found in (cache.hit_returns, cache.appends, cache.drops):
             found.sort(key=lambda node: (node.lineno, node.col_offset))

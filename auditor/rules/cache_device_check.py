@@ -14,7 +14,8 @@ class CacheDeviceCheck(Rule):
     NAME = "cache-reuse-without-device-check"
     SUMMARY = "hand-written cache reuses a buffer without checking its device"
     EXPLAIN = """\
-Why: the cache allocates on a device that can differ between calls (`'cuda'` is the
+Why: a cache in a class attribute or a module global (shared by every object, whatever its
+device) allocates on a device that can differ between calls (`'cuda'` is the
 current device, `device=x.device` is the caller's) but on a hit returns the buffer it
 holds without comparing devices. With one process driving several GPUs, or a caller that
 switches `torch.cuda.device`, a kernel on GPU 1 gets a workspace on GPU 0: an illegal
@@ -29,6 +30,9 @@ device:
     key = (name, dtype, device)
 """
     VALID = (
+        # Held by an object, which serves one device.
+        "import torch\nclass Backend:\n    def scratch(self, n, device):\n        if self._buf is None or self._buf.numel() < n:\n"
+        "            self._buf = torch.empty(n, device=device)\n        return self._buf[:n]\n",
         "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
         "        if buf is None or buf.numel() < n:\n            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
         # A fixed device index cannot change between calls.
@@ -40,11 +44,11 @@ device:
         "        for buf in Moe.pool.get(name, []):\n            if buf.dtype == dtype and buf.numel() >= math.prod(shape):\n"
         "                return buf[: math.prod(shape)].view(shape)  # expect\n"
         "        new = torch.empty(shape, dtype=dtype, device='cuda')\n        Moe.pool.setdefault(name, []).append(new)\n        return new\n",
-        # Best fit over blocks with a reserved flag, device taken from the caller.
-        "import torch\nclass Arena:\n    def alloc(self, x, nbytes):\n        best = None\n"
-        "        for block in self.blocks:\n            if not block.reserved and block.data.numel() >= nbytes and (best is None or block.data.numel() < best.data.numel()):\n"
-        "                best = block\n        if best is not None:\n            best.reserved = True\n            return best.data[:nbytes]  # expect\n"
-        "        data = torch.empty(nbytes, dtype=torch.uint8, device=x.device)\n        self.blocks.append(Block(data, reserved=True))\n        return data\n",
+        # Best fit over blocks with a reserved flag, in a module-level arena; device from the caller.
+        "import torch\n_BLOCKS = []\ndef alloc(x, nbytes):\n    best = None\n"
+        "    for block in _BLOCKS:\n        if not block.reserved and block.data.numel() >= nbytes and (best is None or block.data.numel() < best.data.numel()):\n"
+        "            best = block\n    if best is not None:\n        best.reserved = True\n        return best.data[:nbytes]  # expect\n"
+        "    data = torch.empty(nbytes, dtype=torch.uint8, device=x.device)\n    _BLOCKS.append(Block(data, reserved=True))\n    return data\n",
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:

@@ -14,8 +14,8 @@ class CacheRezero(Rule):
     NAME = "cache-reuse-without-rezero"
     SUMMARY = "hand-written cache allocates zeros but reuses the buffer without re-zeroing it"
     EXPLAIN = """\
-Why: on a miss the cache allocates with `torch.zeros` (or `zeros_like`, `new_zeros`), so
-its callers may rely on zeros: padding rows, masked lanes, accumulators, counters. On a
+Why: a cache shared by name (callers ask it for a name, a shape and a dtype) allocates with
+`torch.zeros` (or `zeros_like`, `new_zeros`) on a miss, so its callers may rely on zeros: padding rows, masked lanes, accumulators, counters. On a
 hit it hands out the old buffer as it is, with whatever the last user wrote: the first
 call is right and every later one reads stale data. The review of TensorRT-LLM PR 7390
 found this in its `get_empty`.
@@ -56,7 +56,10 @@ keeps `torch.zeros` semantics exactly with `zero=True`, zeroing only the request
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
         for cache in hand_written_caches(facts):
             zeroing = cache.zeroing_miss
-            if zeroing is None or cache.rezeroes:
+            # A single-purpose buffer zeroed once is usually a documented invariant (counters
+            # that kernels reset, padding never written); callers of a cache shared by name
+            # cannot know what the last user left.
+            if zeroing is None or cache.rezeroes or not cache.shared_by_name:
                 continue
             yield Report(
                 cache.hit_returns[0],
