@@ -175,11 +175,11 @@ def overwrite_then_read(x):
 
 
 def test_stale_check_api_flags_a_read_before_write():
-    x = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    x = torch.arange(8, dtype=torch.float32).reshape(4, 2)
     report = check(lambda: accumulate_into_stale(x))
     assert report.stale and report.conclusive
     assert [d.where for d in report.differences] == ["out"]
-    assert "6 of 6 elements differ" in report.differences[0].detail
+    assert "8 of 8 elements differ" in report.differences[0].detail
     assert [s.cache_name for s in report.implicated] == ["acc"]
     assert report.implicated[0].sites[0].endswith(f"{os.path.basename(__file__)}:{accumulate_into_stale.__code__.co_firstlineno + 1}")
     assert "STALE READ" in report.render()
