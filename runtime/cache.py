@@ -84,7 +84,7 @@ def _layout(shape: object, cache_name: object) -> _Layout:
         numel *= s
     layout = (numel, tuple(sizes), tuple(reversed(strides)))
     # Remember only plain-int keys: other index types (numpy ints, 0-dim tensors) are normalised
-    # on every call. A float equal to a remembered int (2.0 == 2) would be found, and served.
+    # on every call (the hit path checks that a key it found was asked for with plain ints).
     if type(shape) is int or all(type(s) is int for s in items):
         if len(_LAYOUTS) >= _MAX_LAYOUTS:
             _LAYOUTS.clear()
@@ -340,6 +340,11 @@ class WorkspaceCache:
         try:
             layout = _LAYOUTS.get(shape)
         except TypeError:  # unhashable: a bad shape, reported by _layout
+            layout = None
+        # Only plain ints are remembered, but 2.0 == 2 and numpy ints equal ints as dict keys:
+        # those must go through _layout, which rejects floats as torch.empty does. (A sum of
+        # ints is an int; any float or numpy int makes it something else. It is the cheapest test.)
+        if layout is not None and type(shape) is not int and type(sum(shape)) is not int:
             layout = None
         if layout is None:
             layout = _layout(shape, cache_name)

@@ -303,3 +303,10 @@ def test_hand_outs_have_independent_metadata(cache):
     del a
     b = get_empty((4, 4), torch.float32, device="cpu", cache_name="ws", cache=cache)
     assert b.shape == (4, 4) and b.stride() == (4, 1) and not b.requires_grad
+
+
+def test_a_float_shape_is_rejected_even_after_the_equal_int_shape():
+    # (2.0, 3) == (2, 3) as a dict key: the remembered layout must not serve it.
+    get_empty((2, 3), torch.float32, device="cpu", cache_name="float-after-int")
+    with pytest.raises(TypeError, match="2.0"):
+        get_empty((2.0, 3), torch.float32, device="cpu", cache_name="float-after-int")
