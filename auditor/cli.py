@@ -12,6 +12,7 @@ import typer
 
 from allocaudit.auditor.engine import scan as run_scan
 from allocaudit.auditor.formats import RENDERERS
+from allocaudit.auditor.profiling.commands import PROGRAM_CONTEXT, profile_command, stale_check_command
 from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE
 from allocaudit.auditor.settings import ConfigError, Settings, find_config, load, split_codes
 from allocaudit.auditor.version import VERSION
@@ -102,6 +103,9 @@ def scan(
     config: Optional[Path] = typer.Option(None, "--config", help="pyproject.toml to read [tool.allocaudit] from (default: the nearest one)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes (default: one per core)."),
     exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when there are findings (errors still exit 2)."),
+    profile: Optional[Path] = typer.Option(
+        None, "--profile", help="Rank findings by a profile written by `allocaudit profile`; list never-run findings and missed sites."
+    ),
 ) -> None:
     """Report per-call CUDA allocations and where they can be reused."""
     paths = paths or ["."]
@@ -117,7 +121,12 @@ def scan(
     else:
         cache = cache_dir if cache_dir is not None else Path(settings.root or ".") / ".allocaudit_cache"
     result = run_scan(paths, settings, cache_dir=cache, jobs=jobs, show_progress=sys.stderr.isatty())
-    rendered = RENDERERS[output_format.value](result, statistics=statistics)
+    if profile is not None:
+        from allocaudit.auditor.profiling.commands import render_join
+
+        rendered = render_join(result, profile, output_format.value, scanned=paths)
+    else:
+        rendered = RENDERERS[output_format.value](result, statistics=statistics)
     if output_file is not None:
         try:
             output_file.write_text(rendered, encoding="utf-8")
@@ -226,6 +235,10 @@ def unfix(
     result = run_unfix(paths, settings, mode)
     _report(result, mode, ("Restored", "Would restore"))
     raise typer.Exit(result.exit_code(mode))
+
+
+app.command("profile", context_settings=PROGRAM_CONTEXT)(profile_command)
+app.command("stale-check", context_settings=PROGRAM_CONTEXT)(stale_check_command)
 
 
 def main() -> None:

@@ -183,3 +183,22 @@ def test_scan_does_not_import_torch(tree):
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_profile_stale_check_and_scan_profile_are_commands(tmp_path):
+    pytest.importorskip("torch")
+    moe = tmp_path / "moe"
+    moe.mkdir()
+    (moe / "layer.py").write_text(
+        "import torch\n"
+        "def forward(x):\n    ws = torch.empty(x.shape, device=x.device)\n    torch.mul(x, 2, out=ws)\n    return float(ws.sum())\n"
+        "if __name__ == '__main__':\n    print(forward(torch.ones(4)))\n"
+    )
+    profiled = run("profile", "--device", "cpu", "--out", str(tmp_path / "p.json"), "--", sys.executable, str(moe / "layer.py"))
+    assert profiled.returncode == 0, profiled.stderr
+    assert profiled.stdout.strip() == "8.0"  # the program's own output passes through
+    joined = run("scan", "--no-cache", "--profile", str(tmp_path / "p.json"), str(moe))
+    assert joined.returncode == 1
+    assert "layer.py:3:10: AA101 [*] 1 calls, 16 B" in joined.stdout
+    stale = run("stale-check", "--", sys.executable, str(moe / "layer.py"))
+    assert stale.returncode == 0, stale.stdout + stale.stderr
