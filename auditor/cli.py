@@ -15,6 +15,7 @@ from allocaudit.auditor.formats import RENDERERS
 from allocaudit.auditor.profiling.commands import PROGRAM_CONTEXT, profile_command, stale_check_command
 from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE
 from allocaudit.auditor.settings import ConfigError, Settings, find_config, load, split_codes
+from allocaudit.auditor.usage import fail
 from allocaudit.auditor.version import VERSION
 
 app = typer.Typer(
@@ -39,11 +40,6 @@ class Confidence(str, Enum):
     high = "high"
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"allocaudit: error: {message}", err=True)
-    raise typer.Exit(2)
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"allocaudit {VERSION}")
@@ -59,7 +55,7 @@ def _main(
 
 def _settings(paths: List[str], config: Optional[Path], **flags) -> Settings:
     if config is not None and not config.is_file():
-        _fail(f"config file {config} does not exist")
+        fail(f"config file {config} does not exist")
     found = config if config is not None else find_config(Path(paths[0]) if paths else Path.cwd())
     settings = load(found)
     select = split_codes(flags["select"] or ())
@@ -115,7 +111,7 @@ def scan(
             all_files=all_files, min_confidence=min_confidence, no_gitignore=no_gitignore,
         )
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if no_cache:
         cache = None
     else:
@@ -131,7 +127,7 @@ def scan(
         try:
             output_file.write_text(rendered, encoding="utf-8")
         except OSError as exc:
-            _fail(f"cannot write {output_file}: {exc.strerror or exc}")
+            fail(f"cannot write {output_file}: {exc.strerror or exc}")
     else:
         sys.stdout.write(rendered)
     code = result.exit_code
@@ -148,7 +144,7 @@ def explain(code: Optional[str] = typer.Argument(None, help="A rule code, e.g. A
         return
     rule = RULES_BY_CODE.get(code.strip().upper())
     if rule is None:
-        _fail(f"unknown rule code `{code}` (known: {', '.join(RULES_BY_CODE)})")
+        fail(f"unknown rule code `{code}` (known: {', '.join(RULES_BY_CODE)})")
     default = "on by default" if rule.DEFAULT else "off by default; enable with --select " + rule.CODE
     typer.echo(f"{rule.CODE} ({rule.NAME}): {rule.SUMMARY}\n[{default}]\n\n{rule.EXPLAIN.rstrip()}")
 
@@ -160,8 +156,7 @@ def _codemod_settings(paths: List[str], config: Optional[Path], all_files: bool,
             all_files=all_files, min_confidence=None, no_gitignore=no_gitignore,
         )
     except ConfigError as exc:
-        _fail(str(exc))
-        raise  # unreachable: _fail exits
+        fail(str(exc))
 
 
 def _codemod_mode(diff: bool, check: bool) -> str:

@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 import typer
 
 from allocaudit.auditor.findings import ScanResult
+from allocaudit.auditor.usage import fail
 
 # Everything after the program's name belongs to the program, options included.
 PROGRAM_CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
@@ -29,18 +30,13 @@ class DeviceFilter(str, Enum):
     any = "any"
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"allocaudit: error: {message}", err=True)
-    raise typer.Exit(2)
-
-
 def _byte(text: str) -> int:
     try:
         value = int(text, 0)
     except ValueError:
         value = -1
     if not 0 <= value <= 0xFF:
-        _fail(f"--patterns: {text!r} is not a byte value (0-255, or 0x00-0xFF)")
+        fail(f"--patterns: {text!r} is not a byte value (0-255, or 0x00-0xFF)")
     return value
 
 
@@ -82,9 +78,9 @@ def profile_command(
             stack_depth=stack_depth, report=report,
         )
     except UsageError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except OSError as exc:
-        _fail(f"cannot write {out}: {exc.strerror or exc}")
+        fail(f"cannot write {out}: {exc.strerror or exc}")
     raise typer.Exit(code)
 
 
@@ -105,11 +101,11 @@ def stale_check_command(
 
     values = tuple(_byte(p) for p in patterns) if patterns else DEFAULT_PATTERNS
     if len(values) != 2 or values[0] == values[1]:
-        _fail("--pattern: give two different byte values")
+        fail("--pattern: give two different byte values")
     try:
         report, _ = check_program(command, values, seed=seed, isolate=isolate)
     except UsageError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     sys.stdout.write(report.render())
     if not report.conclusive:
         raise typer.Exit(2)
@@ -124,9 +120,9 @@ def render_join(result: ScanResult, profile_path: Path, output_format: str = "te
     from allocaudit.auditor.profiling.profile import ProfileError, load
 
     if output_format not in ("text", "json"):
-        _fail(f"--profile works with --format text or json, not {output_format}")
+        fail(f"--profile works with --format text or json, not {output_format}")
     try:
         profile = load(str(profile_path))
     except ProfileError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     return join.render(result, profile, str(profile_path), output_format, scanned)
