@@ -1,7 +1,6 @@
 """The `allocaudit` command end to end, through a real subprocess."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
