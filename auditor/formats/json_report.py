@@ -14,6 +14,12 @@ from allocaudit.auditor.version import VERSION
 SCHEMA_VERSION = 1
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
+# Which allocaudit wrote a document; shared by every JSON document allocaudit writes.
+TOOL_SCHEMA = {
+    "type": "object",
+    "required": ["name", "version"],
+    "properties": {"name": {"const": "allocaudit"}, "version": {"type": "string"}},
+}
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "allocaudit scan report",
@@ -22,11 +28,7 @@ SCHEMA = {
     "additionalProperties": False,
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
-        "tool": {
-            "type": "object",
-            "required": ["name", "version"],
-            "properties": {"name": {"const": "allocaudit"}, "version": {"type": "string"}},
-        },
+        "tool": TOOL_SCHEMA,
         "findings": {
             "type": "array",
             "items": {

@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from allocaudit.auditor.formats.json_report import TOOL_SCHEMA
+
 SCHEMA_VERSION = 1
 MAX_SHAPES = 16  # distinct (shape, dtype) pairs kept per site; the rest are only counted
 CACHE_KINDS = ("hit", "miss", "growth", "fallback")
@@ -149,11 +151,7 @@ SCHEMA: dict = {
     "additionalProperties": False,
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
-        "tool": {
-            "type": "object",
-            "required": ["name", "version"],
-            "properties": {"name": {"const": "allocaudit"}, "version": {"type": "string"}},
-        },
+        "tool": TOOL_SCHEMA,
         "command": _STRINGS,
         "device_filter": {"enum": ["cuda", "cpu", "any"]},
         "torch_version": {"type": "string"},
