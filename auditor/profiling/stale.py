@@ -97,29 +97,23 @@ class StaleReport:
         return "\n".join(lines) + "\n"
 
 
-class _PatternCache(WorkspaceCache):
-    """A cache that fills each non-zeroed hand-out with a byte pattern chosen per slot, and
-    records the slots and call sites it served."""
+class _PatternRun:
+    """A fresh cache whose poison hook fills each non-zeroed hand-out with a byte pattern chosen
+    per slot, and records the slots and call sites it served."""
 
     def __init__(self, pattern_of: Callable[[str, str], int]) -> None:
-        super().__init__("stale-check", poison=False, strict=False)
         self.pattern_of = pattern_of
         self.uses: dict[tuple[str, str], tuple[int, list[str]]] = {}
+        self.cache = WorkspaceCache("stale-check", poison=self._pattern, strict=False)
 
-    def _get_empty(self, shape, dtype, device, cache_name, zero):  # the one entry of get_empty
-        out = super()._get_empty(shape, dtype, device, cache_name, zero)
-        if not zero:
-            key = (cache_name, str(out.device))
-            count, sites = self.uses.get(key, (0, []))
-            site = _caller_site()
-            if site not in sites:
-                sites.append(site)
-            self.uses[key] = (count + 1, sites)
-            if out.numel():
-                pattern = self.pattern_of(*key)
-                flat = out.view(-1).view(torch.uint8)
-                flat.fill_(pattern & 1 if out.dtype is torch.bool else pattern)
-        return out
+    def _pattern(self, cache_name: str, device: str) -> int:
+        key = (cache_name, device)
+        count, sites = self.uses.get(key, (0, []))
+        site = _caller_site()
+        if site not in sites:
+            sites.append(site)
+        self.uses[key] = (count + 1, sites)
+        return self.pattern_of(*key)
 
 
 def _caller_site() -> str:
@@ -200,12 +194,12 @@ def compare(a: Any, b: Any, where: str = "out") -> list[Difference]:
 # -- running ------------------------------------------------------------------------------
 
 
-def _run(fn: Callable[[], Any], pattern_of: Callable[[str, str], int], seed: int) -> tuple[Any, _PatternCache]:
-    cache = _PatternCache(pattern_of)
+def _run(fn: Callable[[], Any], pattern_of: Callable[[str, str], int], seed: int) -> tuple[Any, _PatternRun]:
+    run = _PatternRun(pattern_of)
     torch.manual_seed(seed)
-    with use_cache(cache):
+    with use_cache(run.cache):
         result = _snapshot(fn())
-    return result, cache
+    return result, run
 
 
 def check(
@@ -226,9 +220,9 @@ def check(
         raise ValueError(f"patterns must be two different byte values, got {patterns!r}")
     first, second = patterns
     report = StaleReport(patterns=(first, second))
-    baseline, cache = _run(fn, lambda *_: first, seed)
+    baseline, run = _run(fn, lambda *_: first, seed)
     again, _ = _run(fn, lambda *_: first, seed)
-    report.slots = [SlotUse(n, d, c, tuple(s)) for (n, d), (c, s) in sorted(cache.uses.items())]
+    report.slots = [SlotUse(n, d, c, tuple(s)) for (n, d), (c, s) in sorted(run.uses.items())]
     report.nondeterministic = compare_results(baseline, again)
     if report.nondeterministic or not report.slots:
         return report

@@ -257,6 +257,10 @@ class Recorder:
 
 
 class _FactoryMode(TorchDispatchMode):
+    # Only observes: the runtime keeps serving cached workspaces under this mode (it serves
+    # plain allocations under modes that trace or fake tensors).
+    allocaudit_observer = True
+
     def __init__(self, recorder: Recorder) -> None:
         super().__init__()
         self.recorder = recorder

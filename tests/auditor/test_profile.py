@@ -120,14 +120,16 @@ def test_get_empty_hits_misses_growths_through_the_observer(tmp_path):
 
 
 def test_the_observer_is_removed_and_a_crash_keeps_what_was_recorded():
-    import allocaudit.runtime.hooks as hooks
+    from allocaudit.runtime import get_empty
 
     with pytest.raises(RuntimeError, match="boom"):
         with profile_allocations(device="cpu") as recorder:
             torch.zeros(4)
             raise RuntimeError("boom")
-    assert hooks.observers == ()
-    assert recorder.profile().total_calls == 1
+    get_empty(4, torch.float32, device="cpu", cache_name="after", cache=WorkspaceCache("after"))
+    profile = recorder.profile()
+    assert profile.total_calls == 1
+    assert all(s.cache is None for s in profile.sites)
 
 
 def write_profile(recorder, tmp_path, **kwargs):

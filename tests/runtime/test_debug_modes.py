@@ -1,4 +1,4 @@
-"""Debug modes: poison exposes stale reads, strict catches two live hand-outs of one slot."""
+"""Debug modes: poison exposes stale reads, strict catches two live hand-outs of one cache name."""
 
 import math
 import sys
@@ -88,14 +88,14 @@ def test_strict_sees_views_derived_from_a_hand_out(strict):
     get_empty(4, torch.float32, device="cpu", cache_name="ws", cache=strict)
 
 
-def test_strict_raises_also_when_the_second_request_would_grow_the_slot(strict):
+def test_strict_raises_also_when_the_second_request_is_larger(strict):
     first = get_empty(10, torch.float32, device="cpu", cache_name="ws", cache=strict)
     with pytest.raises(WorkspaceAliasError):
         get_empty(10_000, torch.float32, device="cpu", cache_name="ws", cache=strict)
     del first
 
 
-def test_strict_allows_live_hand_outs_of_different_slots(strict):
+def test_strict_allows_live_hand_outs_of_different_names(strict):
     a = get_empty(10, torch.float32, device="cpu", cache_name="a", cache=strict)
     b = get_empty(10, torch.float32, device="cpu", cache_name="b", cache=strict)
     m = get_empty(10, torch.float32, device="meta", cache_name="a", cache=strict)
@@ -120,3 +120,34 @@ def test_debug_modes_can_be_switched_on_an_existing_cache():
     del a
     assert get_empty(4, torch.float32, device="cpu", cache_name="ws", cache=cache).isnan().all()
     assert cache.poison and cache.strict
+
+
+def test_poison_with_a_chosen_byte():
+    cache = WorkspaceCache("byte", poison=0x00)
+    dirty = get_empty(8, torch.int32, device="cpu", cache_name="ws", cache=cache)
+    dirty.fill_(7)
+    del dirty
+    assert get_empty(8, torch.int32, device="cpu", cache_name="ws", cache=cache).eq(0).all()
+
+
+def test_poison_chosen_per_name_by_a_callable():
+    # The stale-read check fills each name with its own pattern through this hook.
+    seen = []
+
+    def pattern(name, device):
+        seen.append((name, device))
+        return {"a": 0x01, "b": None}[name]
+
+    cache = WorkspaceCache("per-name", poison=pattern)
+    a = get_empty(4, torch.uint8, device="cpu", cache_name="a", cache=cache)
+    b = get_empty(4, torch.uint8, device="cpu", cache_name="b", cache=cache)
+    z = get_empty(4, torch.uint8, device="cpu", cache_name="a", cache=cache, zero=True)
+    assert a.eq(1).all() and z.eq(0).all()
+    assert seen == [("a", "cpu"), ("b", "cpu")]  # never asked for zeroed hand-outs
+    del b
+
+
+@pytest.mark.parametrize("bad", [256, -1, 1.5, "nan"])
+def test_a_bad_poison_value_is_rejected_naming_the_cache(bad):
+    with pytest.raises(ValueError, match="'ws'.*poison"):
+        WorkspaceCache("ws", poison=bad)

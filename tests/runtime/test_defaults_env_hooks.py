@@ -122,7 +122,10 @@ def test_observers_see_each_request_kind():
     finally:
         runtime.remove_observer(events.append)
     assert [e.kind for e in events] == ["miss", "hit", "growth", "fallback"]
-    assert events[0] == CacheEvent("observed", "ws", torch.device("cpu"), "miss", 100)
+    cpu = torch.device("cpu")
+    # held/busy: the buffers on the device just after the request, its hand-out alive.
+    assert events[0] == CacheEvent("observed", "ws", cpu, "miss", 100, 128, 128, False)
+    assert events[2] == CacheEvent("observed", "ws", cpu, "growth", 1000, 1024, 1024, False)
     get_empty(10, torch.uint8, device="cpu", cache_name="ws", cache=cache)
     assert len(events) == 4
     runtime.remove_observer(events.append)  # removing twice is harmless
@@ -173,3 +176,47 @@ def test_concurrent_requests_from_threads_keep_every_result_exact():
     stats = cache.stats()
     total = sum(s.hits + s.misses + s.growths + s.fallbacks for s in stats.values())
     assert total == 8 * per_thread * 2
+
+
+def test_observers_see_busy_bytes_of_live_hand_outs():
+    cache = WorkspaceCache("busy")
+    events = []
+    runtime.add_observer(events.append)
+    try:
+        a = get_empty(100, torch.uint8, device="cpu", cache_name="a", cache=cache)
+        b = get_empty(1000, torch.uint8, device="cpu", cache_name="b", cache=cache)
+        del a
+        get_empty(10, torch.uint8, device="cpu", cache_name="c", cache=cache)
+    finally:
+        runtime.remove_observer(events.append)
+    assert [(e.held_bytes, e.busy_bytes) for e in events] == [(128, 128), (1152, 1152), (1152, 1152)]
+    del b
+
+
+def test_under_fake_tensor_tracing_requests_are_plain_and_leave_the_cache_alone():
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    cache = WorkspaceCache("fake")
+    with FakeTensorMode():
+        out = get_empty((4, 4), torch.float32, device="cpu", cache_name="ws", cache=cache, zero=True)
+    assert isinstance(out, FakeTensor)
+    assert cache.bytes_held() == 0 and cache.stats() == {}
+    real = get_empty((4, 4), torch.float32, device="cpu", cache_name="ws", cache=cache)
+    assert type(real) is torch.Tensor
+
+
+def test_an_observing_dispatch_mode_keeps_the_cache_serving():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Watch(TorchDispatchMode):
+        allocaudit_observer = True
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    cache = WorkspaceCache("watched")
+    with Watch():
+        get_empty(16, torch.float32, device="cpu", cache_name="ws", cache=cache)
+        get_empty(16, torch.float32, device="cpu", cache_name="ws", cache=cache)
+    s = cache.stats()[("ws", "cpu")]
+    assert (s.misses, s.hits) == (1, 1)
