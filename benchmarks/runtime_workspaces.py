@@ -1,4 +1,4 @@
-"""Workspace reuse in a DeepGEMM-MoE-shaped model: memory, graph safety and hit cost, side by side.
+"""Workspace reuse in a DeepGEMM-MoE-shaped model: memory, correctness and hit cost, side by side.
 
 Per MoE layer three workspaces, as DeepGemmFusedMoE.get_workspace asks for them (TensorRT-LLM
 PR 7390): fp8 ``E x m_max x max(hidden, inter)``, bf16 ``E x m_max x max(2*inter, hidden)`` and
@@ -13,25 +13,32 @@ Variants, each run in a fresh process:
              kept flat so that ``buffer[:numel]`` slices elements, as the PR meant)
   review     the review's fix: keyed by (name, dtype, device), zeroed on reuse, only the largest
              buffer kept (a smaller one is dropped when a larger one is allocated)
-  allocaudit get_empty(..., zero=False) on a fresh WorkspaceCache
+  allocaudit get_empty(..., zero=False) on a fresh WorkspaceCache (default: graphs and eager
+             work never share a buffer)
+  shared     the same with WorkspaceCache(share_with_graphs=True)
 
-Flows (all graphs captured largest first into one shared memory pool, each capture preceded
-by one eager warm-up run at its batch size, as PyTorch's CUDA graph documentation asks):
+Flows (graphs captured largest first into one shared memory pool, each capture preceded by one
+eager warm-up run at its batch size, as PyTorch's CUDA graph documentation asks):
   A  eager 1024 tokens, graphs for 256, 128, ..., 1, then eager 512 and 1024
   B  the same without the first eager 1024 (larger batches only after capture)
+  C  K=8 different stage functions in sequence, each with its own 64 MiB workspace name: eager,
+     then the whole sequence captured in one CUDA graph and replayed
+  D  the MoE model on two streams back to back (a two-micro-batch overlap), no synchronisation
+     between them, each output compared with the same input run alone
+  E  two Python threads running the MoE model at the same time, outputs compared likewise
 
-Reported per variant and flow: peak reserved memory (above what the process held before the
-flow) and its ratio to torch.empty's, reserved memory after capture, the largest difference
-between graph replays and eager runs on the same inputs, and the number of sentinel tensors
-that graph replays overwrote. The sentinels are allocated after the flow outside the graphs'
-pool, sized like the workspaces, where the allocator hands out memory that a cache let go of.
-(Sentinels inside a shared pool would be overwritten by any variant: a later capture into
-the pool may reuse what an earlier graph freed during its capture, by PyTorch's design.)
-Then the CPU cost of a hit, per call, against torch.empty (zero=False) and torch.zeros
-(zero=True), timed in interleaved rounds in the same process.
+Reported: peak reserved memory (above what the process held before the flow) and its ratio to
+torch.empty's; for A and B reserved memory after capture, the largest difference between graph
+replays and eager runs on the same inputs, and the number of sentinel tensors that graph
+replays overwrote (allocated after the flow outside the graphs' pool, sized like the workspaces,
+where the allocator hands out memory that a cache let go of; sentinels inside a shared pool
+would be overwritten by any variant: a later capture into the pool may reuse what an earlier
+graph freed during its capture, by PyTorch's design); for C, D and E the outputs that differ
+from the reference. Then the CPU cost of a hit, per call, against torch.empty (zero=False) and
+torch.zeros (zero=True), timed in interleaved rounds in the same process.
 
     python benchmarks/runtime_workspaces.py            # on a CUDA GPU
-    python benchmarks/runtime_workspaces.py --smoke    # reduced, on the CPU, no graphs
+    python benchmarks/runtime_workspaces.py --smoke    # reduced, on the CPU, no graphs or streams
 """
 
 from __future__ import annotations
@@ -47,7 +54,8 @@ import time
 
 import torch
 
-VARIANTS = ["empty", "zeros", "seed", "review", "allocaudit"]
+VARIANTS = ["empty", "zeros", "seed", "review", "allocaudit", "shared"]
+FLOWS = ["A", "B", "C", "D", "E"]
 NAMES = ("workspace_0", "workspace_1", "workspace_sf")
 
 
@@ -124,10 +132,10 @@ def make_variant(name: str, device: torch.device):
         return SeedCache(device)
     if name == "review":
         return ReviewCache(device)
-    if name == "allocaudit":
+    if name in ("allocaudit", "shared"):
         from allocaudit.runtime import WorkspaceCache, get_empty
 
-        cache = WorkspaceCache("benchmark", poison=False, strict=False)
+        cache = WorkspaceCache("benchmark", poison=False, strict=False, share_with_graphs=name == "shared")
         return lambda shape, dtype, cache_name: get_empty(
             shape, dtype, device=device, cache_name=cache_name, cache=cache
         )
@@ -172,17 +180,23 @@ def random_tokens(tokens: int, cfg: Config) -> torch.Tensor:
 SENTINEL = 0x5A
 
 
-def run_flow(variant: str, flow: str, cfg: Config) -> dict:
+def memory_baseline(empty_cache: bool = True) -> int:
+    """Reserved memory now, with the peak counter reset (and the allocator's cache emptied)."""
+    torch.cuda.synchronize()
+    if empty_cache:
+        torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_reserved()
+
+
+def run_graph_flow(variant: str, flow: str, cfg: Config) -> dict:
+    """Flows A and B."""
     torch.manual_seed(0)
     cuda = cfg.device.type == "cuda"
     # Load every kernel first, with plain allocations, so that the flow measures only its own.
     model(random_tokens(8, cfg), make_variant("empty", cfg.device), cfg)
     alloc = make_variant(variant, cfg.device)
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_reserved()
+    base = memory_baseline() if cuda else 0
 
     if flow == "A":
         model(random_tokens(1024, cfg), alloc, cfg)
@@ -238,6 +252,101 @@ def run_flow(variant: str, flow: str, cfg: Config) -> dict:
     return result
 
 
+STAGES = 8
+
+
+def stage_functions(cfg: Config):
+    """K different stages, each with its own workspace name, its result a scalar."""
+    numel = (1 if cfg.smoke else 64) * 2**20 // 4  # 64 MiB of float32 per workspace
+
+    def make(i):
+        def stage(x, alloc):
+            ws = alloc((numel,), torch.float32, f"stage{i}")
+            torch.mul(x, i + 1, out=ws)
+            return ws.sum()
+        return stage
+
+    return numel, [make(i) for i in range(STAGES)]
+
+
+def run_stages_flow(variant: str, cfg: Config) -> dict:
+    """Flow C: the stages in sequence eagerly, then the whole sequence in one CUDA graph."""
+    cuda = cfg.device.type == "cuda"
+    numel, stages = stage_functions(cfg)
+    x = torch.randn(numel, device=cfg.device)
+    sequence = lambda alloc: sum(stage(x, alloc) for stage in stages)  # noqa: E731
+    reference = sequence(make_variant("empty", cfg.device))
+    alloc = make_variant(variant, cfg.device)
+    base = memory_baseline() if cuda else 0
+    eager = sequence(alloc)
+    wrong = int(not torch.equal(eager, reference))
+    result = {"variant": variant, "flow": "C", "wrong": wrong, "outputs": 1}
+    if not cuda:
+        return result
+    torch.cuda.synchronize()
+    peak_eager = torch.cuda.max_memory_reserved() - base
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = sequence(alloc)
+    for _ in range(3):
+        x.normal_()
+        graph.replay()
+        expected = sequence(make_variant("empty", cfg.device))
+        torch.cuda.synchronize()
+        wrong += int(not torch.allclose(captured, expected, rtol=1e-4, atol=1e-1))
+    torch.cuda.synchronize()
+    result.update(
+        wrong=wrong, outputs=4, peak_mib=peak_eager / 2**20,
+        peak_graph_mib=(torch.cuda.max_memory_reserved() - base) / 2**20,
+    )
+    return result
+
+
+def run_concurrent_flow(variant: str, flow: str, cfg: Config, trials: int = 10) -> dict:
+    """Flow D (two streams back to back) or E (two threads): outputs against a serial reference."""
+    import threading
+
+    cuda = cfg.device.type == "cuda"
+    inputs = [random_tokens(1024, cfg), random_tokens(1024, cfg)]
+    references = [model(h, make_variant("empty", cfg.device), cfg) for h in inputs]
+    alloc = make_variant(variant, cfg.device)
+    # The references' blocks stay cached: every variant starts from the same allocator state.
+    base = memory_baseline(empty_cache=False) if cuda else 0
+    wrong = 0
+    if flow == "D":
+        streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+        for _ in range(trials):
+            torch.cuda.synchronize()
+            outputs = []
+            for h, stream in zip(inputs, streams):
+                with torch.cuda.stream(stream):
+                    outputs.append(model(h, alloc, cfg))
+            torch.cuda.synchronize()
+            wrong += sum(int(not torch.equal(o, r)) for o, r in zip(outputs, references))
+    else:
+        counts = [0, 0]
+        start = threading.Barrier(2)
+
+        def worker(k):
+            start.wait()
+            for _ in range(trials):
+                out = model(inputs[k], alloc, cfg)
+                if cuda:
+                    torch.cuda.synchronize()
+                counts[k] += int(not torch.equal(out, references[k]))
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wrong = sum(counts)
+    result = {"variant": variant, "flow": flow, "wrong": wrong, "outputs": 2 * trials}
+    if cuda:
+        result["peak_mib"] = (torch.cuda.max_memory_reserved() - base) / 2**20
+    return result
+
+
 def per_call_ns(fns: dict, calls: int = 100, rounds: int = 101) -> dict:
     """Median CPU time per call of each function, timed in interleaved rounds (the host's speed
     drifts); the device is drained between timed batches, never inside one."""
@@ -265,7 +374,7 @@ def hit_costs(variant: str, cfg: Config) -> dict:
         return run
 
     def cached(zero):
-        if variant != "allocaudit":
+        if variant not in ("allocaudit", "shared"):
             alloc = make_variant(variant, device)
             fn = lambda: [alloc(shape, dtype, NAMES[i]) for i, (shape, dtype) in enumerate(shapes)]  # noqa: E731
         else:
@@ -287,7 +396,12 @@ def hit_costs(variant: str, cfg: Config) -> dict:
 
 def worker(variant: str, flow: str, smoke: bool) -> None:
     cfg = Config(smoke)
-    result = run_flow(variant, flow, cfg)
+    if flow in ("A", "B"):
+        result = run_graph_flow(variant, flow, cfg)
+    elif flow == "C":
+        result = run_stages_flow(variant, cfg)
+    else:
+        result = run_concurrent_flow(variant, flow, cfg)
     if flow == "A":
         result.update(hit_costs(variant, cfg))
     print(json.dumps(result))
@@ -299,7 +413,8 @@ def worker(variant: str, flow: str, smoke: bool) -> None:
 
 def run_all(smoke: bool, json_path: str | None) -> int:
     results = {}
-    for flow in ("A", "B"):
+    flows = ["A", "C", "E"] if smoke else FLOWS  # the CPU has no graphs and no streams
+    for flow in flows:
         for variant in VARIANTS:
             cmd = [sys.executable, __file__, "--worker", variant, flow] + (["--smoke"] if smoke else [])
             proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -318,7 +433,7 @@ def print_table(results: dict, smoke: bool) -> None:
     device = "cpu (smoke)" if smoke else torch.cuda.get_device_name(0)
     print(f"device: {device}; torch {torch.__version__}")
     if not smoke:
-        print("\nmemory and graph safety (peak: reserved above the start, MiB; ratio to torch.empty)")
+        print("\nflows A and B: memory and graph safety (peak: reserved above the start, MiB; ratio to torch.empty)")
         print(f"{'variant':<11} {'flow':<4} {'peak':>9} {'x empty':>8} {'after capture':>13} "
               f"{'replay diff':>11} {'corrupted':>11}")
         for flow in ("A", "B"):
@@ -328,15 +443,30 @@ def print_table(results: dict, smoke: bool) -> None:
                 print(f"{variant:<11} {flow:<4} {r['peak_mib']:>9.1f} {r['peak_mib'] / empty_peak:>8.3f} "
                       f"{r['after_capture_mib']:>13.1f} {r['replay_max_diff']:>11.3g} "
                       f"{r['corrupted']:>5} / {r['sentinels']:<3}")
+        print("\nflow C (8 stages x 64 MiB), D (two streams), E (two threads): wrong outputs and peak (MiB; ratio to torch.empty)")
+        print(f"{'variant':<11} {'flow':<4} {'wrong':>9} {'peak':>9} {'x empty':>8} {'graph peak':>11} {'x empty':>8}")
+        for flow in ("C", "D", "E"):
+            empty = results[("empty", flow)]
+            for variant in VARIANTS:
+                r = results[(variant, flow)]
+                graph = (f"{r['peak_graph_mib']:>11.1f} {r['peak_graph_mib'] / empty['peak_graph_mib']:>8.3f}"
+                         if flow == "C" else "")
+                print(f"{variant:<11} {flow:<4} {r['wrong']:>4} / {r['outputs']:<3} {r['peak_mib']:>9.1f} "
+                      f"{r['peak_mib'] / empty['peak_mib']:>8.3f} {graph}".rstrip())
+    else:
+        for flow in ("C", "E"):
+            for variant in VARIANTS:
+                r = results[(variant, flow)]
+                print(f"{variant:<11} flow {flow}: {r['wrong']} / {r['outputs']} wrong outputs")
     print("\nCPU cost per call of a hit (ns, median; ratio to torch.empty / torch.zeros in the same process)")
     print(f"{'variant':<11} {'torch.empty':>11} {'hit':>8} {'x empty':>8} {'torch.zeros':>11} "
           f"{'hit zero':>8} {'x zeros':>8}")
     for variant in VARIANTS:
         r = results[(variant, "A")]
-        zero_hit = r["hit_zero_ns"] if variant == "allocaudit" else float("nan")
+        zero_hit = r["hit_zero_ns"] if variant in ("allocaudit", "shared") else float("nan")
         print(f"{variant:<11} {r['empty_ns']:>11.0f} {r['hit_ns']:>8.0f} {r['hit_ns'] / r['empty_ns']:>8.2f} "
               f"{r['zeros_ns']:>11.0f} {zero_hit:>8.0f} {zero_hit / r['zeros_ns']:>8.2f}")
-    print("(hit: each variant's own request on a warm slot; seed never zeroes, review always does;"
+    print("(hit: each variant's own request on a warm cache; seed never zeroes, review always does;"
           " 'hit zero' is get_empty(zero=True))")
 
 
