@@ -85,13 +85,12 @@ class AllocationSite:
         return self.function.qualname if self.function else "<module>"
 
 
-@dataclass
+@dataclass(eq=False)  # one module's facts: compared and hashed by identity
 class ModuleFacts:
     tree: ast.Module
     parents: dict[ast.AST, ast.AST]
     sites: list[AllocationSite]
     analyzer: "ModuleAnalyzer"
-    caches: Optional[list] = None  # hand-written caches, found on first use (auditor.caches)
 
     @property
     def functions(self) -> FunctionIndex:

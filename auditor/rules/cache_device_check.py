@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from allocaudit.auditor.caches import hand_written_caches
+from allocaudit.auditor.caches import HandWrittenCache, hand_written_caches
 from allocaudit.auditor.rules.base import Report, Rule
-from allocaudit.auditor.sites import ModuleFacts
+from allocaudit.auditor.sites import AllocationSite, ModuleFacts
 
 
 class CacheDeviceCheck(Rule):
@@ -53,10 +53,31 @@ device:
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
         for cache in hand_written_caches(facts):
-            if cache.checks_device:
+            if checks_device(cache):
                 continue
             yield Report(
                 cache.hit_returns[0],
                 f"hand-written cache `{cache.qualname}` hands out a buffer of `{cache.container}` without checking its device: "
                 "a request on another GPU gets memory of the wrong device",
             )
+
+
+def checks_device(cache: HandWrittenCache) -> bool:
+    """Whether a hit can only hand out a buffer of the requested device: a condition
+    compares devices, the key holds the device, every miss allocates on one fixed device,
+    or the cache is held by an object (a backend, a layer), which serves its own device."""
+    device = cache.device_param
+    return (
+        ".device" in cache.condition_text
+        or (device is not None and device in cache.compared_names)
+        or "device" in cache.key_text
+        or all(_fixed_device(s) or not s.device.on_cuda for s in cache.misses)
+        or cache.container_kind == "instance attribute"
+    )
+
+
+def _fixed_device(site: AllocationSite) -> bool:
+    """A literal device with an index (`'cuda:1'`, `torch.device('cuda', 0)`): reuse cannot
+    cross devices. Plain `'cuda'` means the current device, which a caller can change."""
+    text = site.device.text or ""
+    return site.device.form == "cuda" and (":" in text or "," in text or text.isdigit())

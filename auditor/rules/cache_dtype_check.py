@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from allocaudit.auditor.caches import hand_written_caches
+from allocaudit.auditor.caches import HandWrittenCache, hand_written_caches
 from allocaudit.auditor.rules.base import Report, Rule
 from allocaudit.auditor.sites import ModuleFacts
 
@@ -59,10 +59,24 @@ or keep raw bytes and reinterpret them (`buf[:nbytes].view(dtype)`). Or use
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
         for cache in hand_written_caches(facts):
-            if cache.checks_dtype:
+            if checks_dtype(cache):
                 continue
             yield Report(
                 cache.hit_returns[0],
                 f"hand-written cache `{cache.qualname}` hands out a buffer of `{cache.container}` without checking its dtype "
                 f"against `{cache.dtype_param}`: a request of another dtype gets a tensor of the wrong dtype",
             )
+
+
+def checks_dtype(cache: HandWrittenCache) -> bool:
+    """Whether a hit can only hand out a buffer of the requested dtype: no dtype is asked
+    for, a condition compares it (`buf.dtype != dtype`, `dtype != held`), the key holds it,
+    or a byte buffer is reinterpreted as it (`buf[:n].view(dtype)`)."""
+    dtype = cache.dtype_param
+    return (
+        dtype is None
+        or ".dtype" in cache.condition_text
+        or dtype in cache.compared_names
+        or dtype in cache.key_text
+        or f".view({dtype}" in cache.returned_text
+    )

@@ -5,9 +5,13 @@ from __future__ import annotations
 import ast
 from typing import Iterator
 
-from allocaudit.auditor.caches import hand_written_caches
+from allocaudit.auditor.caches import HandWrittenCache, hand_written_caches, root_of
 from allocaudit.auditor.rules.base import Report, Rule
 from allocaudit.auditor.sites import ModuleFacts
+
+# Words that, in a condition, show the cache knows about CUDA graph capture or pins buffers.
+CAPTURE_WORDS = ("capturing", "captur", "pinned", "pin", "reserved", "graph", "frozen", "freeze", "locked")
+DESTRUCTIVE_METHODS = frozenset({"pop", "popitem", "clear", "remove", "discard"})
 
 
 class CacheGraphHazard(Rule):
@@ -64,12 +68,64 @@ until `release_pinned()`.
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
         for cache in hand_written_caches(facts):
-            if cache.capture_aware or not cache.drops:
+            if capture_aware(cache, facts):
                 continue
-            drop = cache.drops[0]
+            found = drops(cache, facts)
+            if not found:
+                continue
+            drop = found[0]
             what = "deletes" if isinstance(drop, ast.Delete) else "replaces" if isinstance(drop, ast.Assign) else f"calls .{drop.func.attr}() on"
             yield Report(
                 drop,
                 f"hand-written cache `{cache.qualname}` {what} a buffer of `{cache.container}` with no check of CUDA graph capture: "
                 "a captured graph keeps replaying into the freed memory",
             )
+
+
+def capture_aware(cache: HandWrittenCache, facts: ModuleFacts) -> bool:
+    """A condition of the cache knows about graph capture or pinned buffers, or the function
+    or its class says it only runs eagerly (never under graph capture)."""
+    if any(word in cache.condition_text.lower() for word in CAPTURE_WORDS):
+        return True
+    owners = [cache.function, facts.analyzer._enclosing_class(cache.function)]
+    return any(owner is not None and "eager" in (ast.get_docstring(owner) or "").lower() for owner in owners)
+
+
+def drops(cache: HandWrittenCache, facts: ModuleFacts) -> list[ast.AST]:
+    """Where a held buffer is replaced (`C[k] = bigger`, `self._buf = bigger`), deleted,
+    popped or cleared, in source order."""
+    found: list[ast.AST] = []
+    for node in ast.walk(cache.function):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in DESTRUCTIVE_METHODS and cache.touches(node.func.value):
+                found.append(node)
+        elif isinstance(node, ast.Delete):
+            if any(cache.touches(t) for t in node.targets):
+                found.append(node)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                root = ast.unparse(root_of(target))
+                replaces_entry = isinstance(target, ast.Subscript) and (root == cache.container or root in cache.cached_names)
+                replaces_buffer = ast.unparse(target) == cache.container and not isinstance(node.value, (ast.Dict, ast.List))
+                if (replaces_entry or replaces_buffer) and not _inserts_only(node, cache.function, facts.parents):
+                    found.append(node)
+    found.sort(key=lambda node: (node.lineno, node.col_offset))
+    return found
+
+
+def _inserts_only(store: ast.AST, function: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """A store under `if buf is None:` / `if key not in C:` fills an empty slot; one under
+    `if buf is None or buf.numel() < n:` replaces a buffer that was too small."""
+    tests = []
+    parent = parents.get(store)
+    while parent is not None and parent is not function:
+        if isinstance(parent, ast.If):
+            tests.append(parent.test)
+        parent = parents.get(parent)
+    if not tests:
+        return False
+    for test in tests:
+        for node in ast.walk(test):
+            if isinstance(node, ast.Compare) and not all(isinstance(op, (ast.Is, ast.NotIn, ast.In, ast.IsNot)) for op in node.ops):
+                return False
+    return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from typing import Iterator
 
-from allocaudit.auditor.caches import can_release, hand_written_caches
+from allocaudit.auditor.caches import hand_written_caches, root_of
 from allocaudit.auditor.rules.base import Report, Rule
 from allocaudit.auditor.sites import ModuleFacts
 
@@ -69,3 +69,24 @@ calls. With `allocaudit.runtime`, create one `WorkspaceCache` per engine, pass i
                 if any(isinstance(t, ast.Name) and t.id == name for t in targets):
                     return stmt
         return None
+
+
+def can_release(facts: ModuleFacts, container: str) -> bool:
+    """Whether anything in the module can release a class-level or global cache: a
+    `.clear()`/`.pop()`, a `del`, or an assignment inside a function."""
+    attribute = "." + container.rpartition(".")[2]
+
+    def names_it(node: ast.AST) -> bool:
+        text = ast.unparse(node)
+        return text == container or text.endswith(attribute)
+
+    for node in ast.walk(facts.tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("clear", "pop", "popitem"):
+            if names_it(node.func.value):
+                return True
+        elif isinstance(node, ast.Delete) and any(names_it(root_of(t)) for t in node.targets):
+            return True
+        elif isinstance(node, ast.Assign) and not isinstance(facts.parents.get(node), (ast.ClassDef, ast.Module)):
+            if any(names_it(t) for t in node.targets):
+                return True
+    return False

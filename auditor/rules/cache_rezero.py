@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+import ast
+from typing import Iterator, Optional
 
-from allocaudit.auditor.caches import hand_written_caches
+from allocaudit.auditor.caches import HandWrittenCache, hand_written_caches
 from allocaudit.auditor.rules.base import Report, Rule
-from allocaudit.auditor.sites import ModuleFacts
+from allocaudit.auditor.sites import AllocationSite, ModuleFacts
+
+ZEROING = frozenset({"zeros", "zeros_like", "new_zeros"})
 
 
 class CacheRezero(Rule):
@@ -55,14 +58,39 @@ keeps `torch.zeros` semantics exactly with `zero=True`, zeroing only the request
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
         for cache in hand_written_caches(facts):
-            zeroing = cache.zeroing_miss
+            zeroing = zeroing_miss(cache)
             # A single-purpose buffer zeroed once is usually a documented invariant (counters
             # that kernels reset, padding never written); callers of a cache shared by name
             # cannot know what the last user left.
-            if zeroing is None or cache.rezeroes or not cache.shared_by_name:
+            if zeroing is None or rezeroes(cache) or not shared_by_name(cache):
                 continue
             yield Report(
                 cache.hit_returns[0],
                 f"hand-written cache `{cache.qualname}` allocates with `{zeroing.api}` (line {zeroing.call.lineno}) but hands the "
                 "buffer out again without re-zeroing it: callers that expect zeros read stale data",
             )
+
+
+def zeroing_miss(cache: HandWrittenCache) -> Optional[AllocationSite]:
+    """The miss that allocates zeros, if one does. Only a CUDA buffer handed out as
+    allocated counts: a table built on the CPU and moved (`torch.zeros(n).to(device)`, then
+    filled) is a computed constant, not a workspace."""
+    return next(
+        (
+            s for s in cache.misses
+            if s.device.on_cuda and not s.moved and (s.factory in ZEROING or (s.factory == "full" and "0" in ast.unparse(s.call)))
+        ),
+        None,
+    )
+
+
+def rezeroes(cache: HandWrittenCache) -> bool:
+    """Whether the function zeroes anything (`view.zero_()`, `.fill_(0)`)."""
+    text = ast.unparse(cache.function)
+    return ".zero_(" in text or ".fill_(0" in text or "torch.zero_(" in text
+
+
+def shared_by_name(cache: HandWrittenCache) -> bool:
+    """A general-purpose cache: callers ask it by name for a dtype (the seed's
+    `get_empty(shape, dtype, name)`), rather than one buffer with one purpose."""
+    return cache.dtype_param is not None and any("name" in p or p == "key" for p in cache.parameters)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+import ast
+from typing import Iterator, Optional
 
-from allocaudit.auditor.caches import hand_written_caches
+from allocaudit.auditor.caches import HandWrittenCache, hand_written_caches, is_ordering, names_in, root_of
+from allocaudit.auditor.escapes import CONTAINER_ADDERS
 from allocaudit.auditor.rules.base import Report, Rule
 from allocaudit.auditor.sites import ModuleFacts
+
+EVICTION_METHODS = frozenset({"pop", "popitem", "clear", "remove", "discard", "move_to_end"})
+BOUND_WORDS = ("max_", "maxsize", "capacity", "limit", "budget", "max_entries", "evict")
 
 
 class CacheUnboundedGrowth(Rule):
@@ -48,18 +53,63 @@ buffer per slot plus graph-pinned ones, and an optional byte budget for the whol
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
         for cache in hand_written_caches(facts):
-            if cache.bounded:
+            if bounded(cache, facts.tree):
                 continue
-            if cache.appends:
-                call = cache.appends[0]
+            added = appends(cache)
+            growth = key_growth(cache)
+            if added:
+                call = added[0]
                 yield Report(
                     call,
                     f"hand-written cache `{cache.qualname}` grows without bound: `.{call.func.attr}()` adds a buffer to "
                     f"`{cache.container}` on every miss and nothing evicts or caps it",
                 )
-            elif cache.key_growth is not None:
+            elif growth is not None:
                 yield Report(
-                    cache.key_growth,
+                    growth,
                     f"hand-written cache `{cache.qualname}` grows without bound: `{cache.container}` gets a new key per "
                     "requested size and nothing evicts or caps it",
                 )
+
+
+def bounded(cache: HandWrittenCache, module: ast.Module) -> bool:
+    """Whether anything in the module evicts from the container or counts its entries, or
+    a condition of the cache names a bound (`max_per_key`, `capacity`)."""
+    module_text = ast.unparse(module)
+    return (
+        any(f"{cache.container}.{m}(" in module_text for m in EVICTION_METHODS)
+        or any(w in cache.condition_text for w in BOUND_WORDS)
+        or f"len({cache.container})" in module_text
+    )
+
+
+def appends(cache: HandWrittenCache) -> list[ast.Call]:
+    """Calls that add a buffer to the container or to one of its entries, in source order."""
+    found = [
+        node
+        for node in ast.walk(cache.function)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in CONTAINER_ADDERS
+        and cache.touches(node.func.value)
+    ]
+    found.sort(key=lambda node: (node.lineno, node.col_offset))
+    return found
+
+
+def key_growth(cache: HandWrittenCache) -> Optional[ast.Assign]:
+    """A store keyed by the requested size (`C[(numel, dtype)] = buf`). Where a size test
+    decides reuse, the key is a category (`width`, a group) instead, and none is."""
+    fit_tested = any(
+        is_ordering(c) and (cache.container in ast.unparse(c) or names_in(c) & cache.cached_names) for c in cache.conditions
+    )
+    if fit_tested:
+        return None
+    found = None
+    for node in ast.walk(cache.function):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if (
+                    isinstance(target, ast.Subscript) and ast.unparse(root_of(target)) == cache.container
+                    and names_in(target.slice) & cache.size_params
+                ):
+                    found = node  # the last one the walk meets
+    return found
