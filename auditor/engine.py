@@ -19,12 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional
 
-from allocaudit.auditor.devices import CONFIDENCE_ORDER
+from allocaudit.auditor.analysis.devices import CONFIDENCE_ORDER
 from allocaudit.auditor.discovery import discover
 from allocaudit.auditor.findings import FileError, Finding, ScanResult
 from allocaudit.auditor.rules import ALL_RULES, Report
 from allocaudit.auditor.settings import Settings
-from allocaudit.auditor.sites import analyze, module_exports
+from allocaudit.auditor.analysis.sites import analyze, module_exports
 from allocaudit.auditor.source import SourceError, decode, parse, read_bytes
 from allocaudit.auditor.suppression import is_suppressed
 

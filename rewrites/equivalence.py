@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 from typing import Optional
 
-from allocaudit.auditor.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, ArgSpec, bind
+from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, ArgSpec, bind
 
 _DEFAULTS = {
     "requires_grad": ("False", "None"),

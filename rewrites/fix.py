@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import libcst as cst
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
 
-from allocaudit.auditor.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, bind
+from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, bind
 from allocaudit.auditor.findings import Finding
 from allocaudit.rewrites import cache_names
 from allocaudit.rewrites.syntax import (

@@ -12,7 +12,7 @@ import ast
 from dataclasses import dataclass
 from typing import ClassVar, Iterator, Optional
 
-from allocaudit.auditor.sites import AllocationSite, ModuleFacts
+from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from allocaudit.auditor.caches import HandWrittenCache, hand_written_caches
+from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
 from allocaudit.auditor.rules.base import Report, Rule
-from allocaudit.auditor.sites import ModuleFacts
+from allocaudit.auditor.analysis.sites import ModuleFacts
 
 
 class CacheDtypeCheck(Rule):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ast
 from typing import Iterator
 
-from allocaudit.auditor.caches import HandWrittenCache, hand_written_caches, root_of
+from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches, root_of
 from allocaudit.auditor.rules.base import Report, Rule
-from allocaudit.auditor.sites import ModuleFacts
+from allocaudit.auditor.analysis.sites import ModuleFacts
 
 # Words that, in a condition, show the cache knows about CUDA graph capture or pins buffers.
 CAPTURE_WORDS = ("capturing", "captur", "pinned", "pin", "reserved", "graph", "frozen", "freeze", "locked")
@@ -87,7 +87,7 @@ def capture_aware(cache: HandWrittenCache, facts: ModuleFacts) -> bool:
     or its class says it only runs eagerly (never under graph capture)."""
     if any(word in cache.condition_text.lower() for word in CAPTURE_WORDS):
         return True
-    owners = [cache.function, facts.analyzer._enclosing_class(cache.function)]
+    owners = [cache.function, facts.index.enclosing_class(cache.function)]
     return any(owner is not None and "eager" in (ast.get_docstring(owner) or "").lower() for owner in owners)
 
 
@@ -107,7 +107,7 @@ def drops(cache: HandWrittenCache, facts: ModuleFacts) -> list[ast.AST]:
                 root = ast.unparse(root_of(target))
                 replaces_entry = isinstance(target, ast.Subscript) and (root == cache.container or root in cache.cached_names)
                 replaces_buffer = ast.unparse(target) == cache.container and not isinstance(node.value, (ast.Dict, ast.List))
-                if (replaces_entry or replaces_buffer) and not _inserts_only(node, cache.function, facts.parents):
+                if (replaces_entry or replaces_buffer) and not _inserts_only(node, cache.function, facts.index.parents):
                     found.append(node)
     found.sort(key=lambda node: (node.lineno, node.col_offset))
     return found

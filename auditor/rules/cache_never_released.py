@@ -5,9 +5,9 @@ from __future__ import annotations
 import ast
 from typing import Iterator
 
-from allocaudit.auditor.caches import hand_written_caches, root_of
+from allocaudit.auditor.analysis.caches import hand_written_caches, root_of
 from allocaudit.auditor.rules.base import Report, Rule
-from allocaudit.auditor.sites import ModuleFacts
+from allocaudit.auditor.analysis.sites import ModuleFacts
 
 
 class CacheNeverReleased(Rule):
@@ -62,7 +62,7 @@ calls. With `allocaudit.runtime`, create one `WorkspaceCache` per engine, pass i
     def _definition(facts: ModuleFacts, cache):
         """The line that creates the container: its class-level or module-level assignment."""
         name = cache.container.rpartition(".")[2]
-        scopes = [facts.tree.body] + [n.body for n in facts.tree.body if isinstance(n, ast.ClassDef)]
+        scopes = [facts.index.tree.body] + [n.body for n in facts.index.tree.body if isinstance(n, ast.ClassDef)]
         for body in scopes:
             for stmt in body:
                 targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
@@ -80,13 +80,13 @@ def can_release(facts: ModuleFacts, container: str) -> bool:
         text = ast.unparse(node)
         return text == container or text.endswith(attribute)
 
-    for node in ast.walk(facts.tree):
+    for node in ast.walk(facts.index.tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("clear", "pop", "popitem"):
             if names_it(node.func.value):
                 return True
         elif isinstance(node, ast.Delete) and any(names_it(root_of(t)) for t in node.targets):
             return True
-        elif isinstance(node, ast.Assign) and not isinstance(facts.parents.get(node), (ast.ClassDef, ast.Module)):
+        elif isinstance(node, ast.Assign) and not isinstance(facts.index.parents.get(node), (ast.ClassDef, ast.Module)):
             if any(names_it(t) for t in node.targets):
                 return True
     return False

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ast
 from typing import Iterator, Optional
 
-from allocaudit.auditor.caches import HandWrittenCache, hand_written_caches
+from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
 from allocaudit.auditor.rules.base import Report, Rule
-from allocaudit.auditor.sites import AllocationSite, ModuleFacts
+from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts
 
 ZEROING = frozenset({"zeros", "zeros_like", "new_zeros"})
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import ast
 from typing import Iterator, Optional
 
-from allocaudit.auditor.caches import HandWrittenCache, hand_written_caches, is_ordering, names_in, root_of
-from allocaudit.auditor.escapes import CONTAINER_ADDERS
+from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches, is_ordering, names_in, root_of
+from allocaudit.auditor.analysis.escapes import CONTAINER_ADDERS
 from allocaudit.auditor.rules.base import Report, Rule
-from allocaudit.auditor.sites import ModuleFacts
+from allocaudit.auditor.analysis.sites import ModuleFacts
 
 EVICTION_METHODS = frozenset({"pop", "popitem", "clear", "remove", "discard", "move_to_end"})
 BOUND_WORDS = ("max_", "maxsize", "capacity", "limit", "budget", "max_entries", "evict")
@@ -53,7 +53,7 @@ buffer per slot plus graph-pinned ones, and an optional byte budget for the whol
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
         for cache in hand_written_caches(facts):
-            if bounded(cache, facts.tree):
+            if bounded(cache, facts.index.tree):
                 continue
             added = appends(cache)
             growth = key_growth(cache)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from allocaudit.auditor.rules.base import Report, Rule, evidence
-from allocaudit.auditor.sites import INIT, ModuleFacts
+from allocaudit.auditor.analysis.sites import INIT, ModuleFacts
 
 
 class InitAllocation(Rule):

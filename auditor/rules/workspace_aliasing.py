@@ -6,10 +6,10 @@ import ast
 from fnmatch import fnmatchcase
 from typing import Iterator, Optional
 
-from allocaudit.auditor.caches import hand_written_caches
-from allocaudit.auditor.escapes import unparse
+from allocaudit.auditor.analysis.caches import hand_written_caches
+from allocaudit.auditor.analysis.escapes import unparse
 from allocaudit.auditor.rules.base import Report, Rule
-from allocaudit.auditor.sites import ModuleFacts
+from allocaudit.auditor.analysis.sites import ModuleFacts
 
 # Callees that hand out a cached buffer by name.
 CACHE_GETTERS = ("*get_empty*", "*get_buffer*", "*get_cached*", "*cached_workspace*")
@@ -34,11 +34,11 @@ def _is_workspace_buffer(facts: ModuleFacts, call: ast.Call, arg: ast.AST) -> bo
     text = unparse(arg).lower()
     if any(word in text for word in WORKSPACE_WORDS) or "ws" in text.replace(".", "_").split("_"):
         return True
-    function = facts.analyzer.owner(call)
+    function = facts.index.owner(call)
     if function is None or not isinstance(arg, ast.Name):
         return False
-    values = facts.analyzer.flow(function).stores.get(arg.id, [])
-    return bool(values) and all(isinstance(v, ast.Call) and facts.analyzer.factory_of(v) for v in values)
+    values = facts.effects.flow(function).stores.get(arg.id, [])
+    return bool(values) and all(isinstance(v, ast.Call) and facts.index.factory_of(v) for v in values)
 
 
 def _may_return_a_view(facts: ModuleFacts, call: ast.Call) -> bool:
@@ -46,7 +46,7 @@ def _may_return_a_view(facts: ModuleFacts, call: ast.Call) -> bool:
     return an expression rooted at one of its parameters?"""
     func = call.func
     name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
-    candidates = [facts.analyzer.module_functions.get(name)] + [fn for (_, n), fn in facts.analyzer.methods.items() if n == name]
+    candidates = [facts.index.module_function(name), *facts.index.methods_named(name)]
     for fn in candidates:
         if fn is None:
             continue
@@ -99,13 +99,13 @@ finds the aliasing at run time and names both call sites.
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
         cache_functions = {cache.function.name for cache in hand_written_caches(facts)}
         by_function: dict[ast.AST, list[tuple[str, ast.Call]]] = {}
-        for call in facts.analyzer.calls:
+        for call in facts.index.calls:
             key = self._request_key(facts, call, cache_functions)
-            function = facts.analyzer.owner(call)
+            function = facts.index.owner(call)
             if key is not None and function is not None:
                 by_function.setdefault(function, []).append((key, call))
         for function, requests in by_function.items():
-            flow = facts.analyzer.flow(function)
+            flow = facts.effects.flow(function)
             seen: dict[str, tuple[ast.Call, str]] = {}
             for key, call in sorted(requests, key=lambda kc: (kc[1].lineno, kc[1].col_offset)):
                 first = seen.get(key)
@@ -134,16 +134,16 @@ finds the aliasing at run time and names both call sites.
             return f"{callee}|workspace manager `{unparse(func.value)}`"
         local = None
         if call.args and _is_workspace_buffer(facts, call, call.args[0]) and _may_return_a_view(facts, call):
-            local = facts.analyzer._local_callee(call)
+            local = facts.index.local_callee(call)
         if local is not None:
-            first_param = facts.analyzer._parameter_for(local, call, call.args[0])
-            if first_param is not None and facts.analyzer._summary(local, first_param, callee).kind == "returns":
+            first_param = facts.index.parameter_for(local, call, call.args[0])
+            if first_param is not None and facts.effects.summary(local, first_param, callee).kind == "returns":
                 return f"{callee}|views of `{unparse(call.args[0])}`"
         return None
 
     @staticmethod
     def _bound_name(facts: ModuleFacts, call: ast.Call) -> Optional[str]:
-        parent = facts.parents.get(call)
+        parent = facts.index.parents.get(call)
         if isinstance(parent, ast.Assign) and len(parent.targets) == 1 and isinstance(parent.targets[0], ast.Name):
             return parent.targets[0].id
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from allocaudit.auditor.rules.base import Report, Rule, evidence
-from allocaudit.auditor.sites import WORKSPACE, ModuleFacts
+from allocaudit.auditor.analysis.sites import WORKSPACE, ModuleFacts
 
 
 class WorkspaceAllocation(Rule):

@@ -22,8 +22,8 @@ from functools import cached_property
 from typing import Iterator, Optional
 from weakref import WeakKeyDictionary
 
-from allocaudit.auditor.escapes import VIEW_ATTRIBUTES, VIEW_METHODS
-from allocaudit.auditor.sites import AllocationSite, ModuleFacts
+from allocaudit.auditor.analysis.escapes import VIEW_ATTRIBUTES, VIEW_METHODS
+from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts
 
 
 def root_of(expr: ast.AST) -> ast.AST:
@@ -141,7 +141,7 @@ class _CacheSearch:
         self.facts = facts
         self.class_attributes = {
             f"{node.name}.{t.id}"
-            for node in facts.tree.body
+            for node in facts.index.tree.body
             if isinstance(node, ast.ClassDef)
             for stmt in node.body
             if isinstance(stmt, (ast.Assign, ast.AnnAssign))
@@ -150,7 +150,7 @@ class _CacheSearch:
         }
         self.module_globals = {
             t.id
-            for stmt in facts.tree.body
+            for stmt in facts.index.tree.body
             if isinstance(stmt, (ast.Assign, ast.AnnAssign))
             for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
             if isinstance(t, ast.Name)
@@ -163,7 +163,7 @@ class _CacheSearch:
                 # A cache of CPU tensors is none of our business; `self.device` may well be
                 # the CPU (CPU backends share the shape of CUDA ones), so it is not evidence.
                 continue
-            function = self.facts.analyzer.owner(site.call)
+            function = self.facts.index.owner(site.call)
             for target in site.stored_into:
                 by_function.setdefault(function, []).append((site, root_of(target)))
         for function, stored in by_function.items():
@@ -183,7 +183,7 @@ class _CacheSearch:
         if isinstance(container, ast.Attribute) and isinstance(container.value, ast.Name):
             owner = container.value.id
             if owner in ("self", "cls"):
-                cls = self.facts.analyzer._enclosing_class(function)
+                cls = self.facts.index.enclosing_class(function)
                 if cls is not None and f"{cls.name}.{container.attr}" in self.class_attributes:
                     return "class attribute"
                 return "instance attribute"
@@ -233,7 +233,7 @@ class _CacheSearch:
         }
         if not _reuses_by_fit(function, container, cached_names, size_params):
             return None  # a lazy singleton (`if X is None: X = ...`): nothing is ever reused for another request
-        info = self.facts.functions.info.get(function)
+        info = self.facts.index.functions.info.get(function)
         return HandWrittenCache(
             function=function,
             qualname=info.qualname if info else function.name,
