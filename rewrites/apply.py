@@ -20,6 +20,7 @@ import libcst as cst
 from allocaudit.auditor.discovery import discover
 from allocaudit.auditor.engine import scan
 from allocaudit.auditor.findings import FileError
+from allocaudit.auditor.rules import FIXABLE_CODES
 from allocaudit.auditor.settings import Settings
 from allocaudit.rewrites.files import SourceError, SourceFile, WriteError, read_source, write_atomic
 from allocaudit.rewrites.fix import fix_source
@@ -52,8 +53,9 @@ class RunResult:
 
 
 def fix_settings(settings: Settings) -> Settings:
-    """The scan `fix` runs: AA101 whatever the user selects; suppression comments still hold."""
-    return replace(settings, select=("AA101",), ignore=())
+    """The scan `fix` runs: the rules that offer a fix, whatever the user selects;
+    suppression comments still hold."""
+    return replace(settings, select=FIXABLE_CODES, ignore=())
 
 
 def run_fix(paths: Iterable[str], settings: Settings, mode: str = WRITE, cache_dir: Optional[Path] = None, jobs: Optional[int] = None) -> RunResult:

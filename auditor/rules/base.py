@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
+from enum import Enum
 from typing import ClassVar, Iterator, Optional
 
 from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts
@@ -24,6 +25,13 @@ class Report:
     site: Optional[AllocationSite] = None
 
 
+class FixAvailability(Enum):
+    """Whether `allocaudit fix` rewrites what a rule reports (ruff's fix availability)."""
+
+    NONE = "none"  # the rule only reports
+    SOMETIMES = "sometimes"  # the findings whose site the analysis marks fixable ([*] in the output)
+
+
 class Rule:
     CODE: ClassVar[str]
     NAME: ClassVar[str]
@@ -31,6 +39,7 @@ class Rule:
     EXPLAIN: ClassVar[str]
     # Rules off by default report inventory rather than problems; `--select` turns them on.
     DEFAULT: ClassVar[bool] = True
+    FIX: ClassVar[FixAvailability] = FixAvailability.NONE
     VALID: ClassVar[tuple[str, ...]] = ()
     INVALID: ClassVar[tuple[str, ...]] = ()
 

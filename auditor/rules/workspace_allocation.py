@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from allocaudit.auditor.rules.base import Report, Rule, evidence
 from allocaudit.auditor.analysis.sites import WORKSPACE, ModuleFacts
+from allocaudit.auditor.rules.base import FixAvailability, Report, Rule, evidence
 
 
 class WorkspaceAllocation(Rule):
+    """Fix safety: the rewrite to `get_empty` keeps what the call allocates (shape, dtype and
+    device as written, zeros where `torch.zeros` gave zeros) and is offered only for sites
+    that die within the call (`allocaudit.auditor.analysis.fixability` says which forms keep
+    their meaning exactly, and why the others do not). The runtime then guards what static
+    analysis cannot see: it never hands out memory a live tensor still uses."""
+
     CODE = "AA101"
     NAME = "per-call-cuda-workspace"
     SUMMARY = "CUDA workspace allocated on every call; reuse it with get_empty"
+    FIX = FixAvailability.SOMETIMES
     EXPLAIN = """\
 Why: a per-call function (a MoE layer's forward, a kernel wrapper) allocates a CUDA
 tensor that dies before the call returns. Every step pays the caching allocator again,
