@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Iterator
 
 from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
-from allocaudit.auditor.rules.base import Report, Rule
 from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts
+from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
 
 class CacheDeviceCheck(Rule):
@@ -31,24 +31,74 @@ device:
 """
     VALID = (
         # Held by an object, which serves one device.
-        "import torch\nclass Backend:\n    def scratch(self, n, device):\n        if self._buf is None or self._buf.numel() < n:\n"
-        "            self._buf = torch.empty(n, device=device)\n        return self._buf[:n]\n",
-        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
-        "        if buf is None or buf.numel() < n:\n            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        Valid(
+            """
+            import torch
+            class Backend:
+                def scratch(self, n, device):
+                    if self._buf is None or self._buf.numel() < n:
+                        self._buf = torch.empty(n, device=device)
+                    return self._buf[:n]
+            """
+        ),
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, name, n, dtype, device):
+                    buf = self._bufs.get((name, dtype, device))
+                    if buf is None or buf.numel() < n:
+                        buf = torch.empty(n, dtype=dtype, device=device)
+                        self._bufs[(name, dtype, device)] = buf
+                    return buf[:n]
+            """
+        ),
         # A fixed device index cannot change between calls.
-        "import torch\nclass M:\n    def get(self, n):\n        if self._ws is None or self._ws.numel() < n:\n"
-        "            self._ws = torch.empty(n, device='cuda:0')\n        return self._ws[:n]\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, n):
+                    if self._ws is None or self._ws.numel() < n:
+                        self._ws = torch.empty(n, device='cuda:0')
+                    return self._ws[:n]
+            """
+        ),
     )
     INVALID = (
-        "import math, torch\nclass Moe:\n    pool = {}\n    @staticmethod\n    def get_empty(shape, dtype, name):\n"
-        "        for buf in Moe.pool.get(name, []):\n            if buf.dtype == dtype and buf.numel() >= math.prod(shape):\n"
-        "                return buf[: math.prod(shape)].view(shape)  # expect\n"
-        "        new = torch.empty(shape, dtype=dtype, device='cuda')\n        Moe.pool.setdefault(name, []).append(new)\n        return new\n",
+        Invalid(
+            """
+            import math, torch
+            class Moe:
+                pool = {}
+                @staticmethod
+                def get_empty(shape, dtype, name):
+                    for buf in Moe.pool.get(name, []):
+                        if buf.dtype == dtype and buf.numel() >= math.prod(shape):
+                            return buf[: math.prod(shape)].view(shape)  # expect
+                    new = torch.empty(shape, dtype=dtype, device='cuda')
+                    Moe.pool.setdefault(name, []).append(new)
+                    return new
+            """
+        ),
         # Best fit over blocks with a reserved flag, in a module-level arena; device from the caller.
-        "import torch\n_BLOCKS = []\ndef alloc(x, nbytes):\n    best = None\n"
-        "    for block in _BLOCKS:\n        if not block.reserved and block.data.numel() >= nbytes and (best is None or block.data.numel() < best.data.numel()):\n"
-        "            best = block\n    if best is not None:\n        best.reserved = True\n        return best.data[:nbytes]  # expect\n"
-        "    data = torch.empty(nbytes, dtype=torch.uint8, device=x.device)\n    _BLOCKS.append(Block(data, reserved=True))\n    return data\n",
+        Invalid(
+            """
+            import torch
+            _BLOCKS = []
+            def alloc(x, nbytes):
+                best = None
+                for block in _BLOCKS:
+                    if not block.reserved and block.data.numel() >= nbytes and (best is None or block.data.numel() < best.data.numel()):
+                        best = block
+                if best is not None:
+                    best.reserved = True
+                    return best.data[:nbytes]  # expect
+                data = torch.empty(nbytes, dtype=torch.uint8, device=x.device)
+                _BLOCKS.append(Block(data, reserved=True))
+                return data
+            """
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:

@@ -6,8 +6,8 @@ import ast
 from typing import Iterator
 
 from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches, root_of
-from allocaudit.auditor.rules.base import Report, Rule
 from allocaudit.auditor.analysis.sites import ModuleFacts
+from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
 # Words that, in a condition, show the cache knows about CUDA graph capture or pins buffers.
 CAPTURE_WORDS = ("capturing", "captur", "pinned", "pin", "reserved", "graph", "frozen", "freeze", "locked")
@@ -38,32 +38,101 @@ until `release_pinned()`.
     self._bufs[key] = bigger
 """
     VALID = (
-        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
-        "        if buf is None or buf.numel() < n:\n            if buf is not None and torch.cuda.is_current_stream_capturing():\n                self._pinned.append(buf)\n"
-        "            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, name, n, dtype, device):
+                    buf = self._bufs.get((name, dtype, device))
+                    if buf is None or buf.numel() < n:
+                        if buf is not None and torch.cuda.is_current_stream_capturing():
+                            self._pinned.append(buf)
+                        buf = torch.empty(n, dtype=dtype, device=device)
+                        self._bufs[(name, dtype, device)] = buf
+                    return buf[:n]
+            """
+        ),
         # Fills an empty slot only: nothing held is ever dropped.
-        "import torch\n_TABLES = {}\ndef table(d, dtype, device):\n    t = _TABLES.get((d, dtype, device))\n    if t is None:\n"
-        "        t = torch.empty(d, d, dtype=dtype, device=device)\n        _TABLES[(d, dtype, device)] = t\n    return t[:d]\n"
-        "def release():\n    _TABLES.clear()\n",
+        Valid(
+            """
+            import torch
+            _TABLES = {}
+            def table(d, dtype, device):
+                t = _TABLES.get((d, dtype, device))
+                if t is None:
+                    t = torch.empty(d, d, dtype=dtype, device=device)
+                    _TABLES[(d, dtype, device)] = t
+                return t[:d]
+            def release():
+                _TABLES.clear()
+            """
+        ),
         # A lazy singleton is not a reuse cache at all.
-        "import torch\n_WS = None\ndef workspace():\n    global _WS\n    if _WS is None:\n        _WS = torch.zeros(1 << 20, dtype=torch.uint8, device='cuda')\n    return _WS\n",
+        Valid(
+            """
+            import torch
+            _WS = None
+            def workspace():
+                global _WS
+                if _WS is None:
+                    _WS = torch.zeros(1 << 20, dtype=torch.uint8, device='cuda')
+                return _WS
+            """
+        ),
         # Only appends: never drops what a graph may use (AA204 is about its growth).
-        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        for buf in self.pool.get((name, dtype, device), []):\n"
-        "            if buf.numel() >= n:\n                return buf[:n]\n        new = torch.empty(n, dtype=dtype, device=device)\n"
-        "        self.pool.setdefault((name, dtype, device), []).append(new)\n        return new\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, name, n, dtype, device):
+                    for buf in self.pool.get((name, dtype, device), []):
+                        if buf.numel() >= n:
+                            return buf[:n]
+                    new = torch.empty(n, dtype=dtype, device=device)
+                    self.pool.setdefault((name, dtype, device), []).append(new)
+                    return new
+            """
+        ),
     )
     INVALID = (
         # The review's proposal: keyed, keep the largest, zero on reuse.
-        "import torch\nclass Moe:\n    pool = {}\n    @staticmethod\n    def get_empty(shape, dtype, name, n):\n"
-        "        device = torch.device('cuda', torch.cuda.current_device())\n        key = (name, dtype, device)\n"
-        "        cached = Moe.pool.get(key)\n        if cached is not None and cached.numel() >= n:\n"
-        "            view = cached[:n].view(shape)\n            view.zero_()\n            return view\n"
-        "        new = torch.zeros(shape, dtype=dtype, device=device)\n        Moe.pool[key] = new  # expect\n        return new\n",
+        Invalid(
+            """
+            import torch
+            class Moe:
+                pool = {}
+                @staticmethod
+                def get_empty(shape, dtype, name, n):
+                    device = torch.device('cuda', torch.cuda.current_device())
+                    key = (name, dtype, device)
+                    cached = Moe.pool.get(key)
+                    if cached is not None and cached.numel() >= n:
+                        view = cached[:n].view(shape)
+                        view.zero_()
+                        return view
+                    new = torch.zeros(shape, dtype=dtype, device=device)
+                    Moe.pool[key] = new  # expect
+                    return new
+            """
+        ),
         # A single buffer regrown in place, and a cache cleared on resize.
-        "import torch\nclass M:\n    def get(self, n):\n        if self._ws is None or self._ws.numel() < n:\n"
-        "            self._ws = torch.empty(n, dtype=torch.uint8, device='cuda:0')  # expect\n        return self._ws[:n]\n"
-        "    def scratch(self, name, n, device):\n        buf = self._bufs.get(name)\n        if buf is None or buf.numel() < n or buf.device != device:\n"
-        "            self._bufs.clear()  # expect\n            buf = torch.empty(n, device=device)\n            self._bufs[name] = buf\n        return buf[:n]\n",
+        Invalid(
+            """
+            import torch
+            class M:
+                def get(self, n):
+                    if self._ws is None or self._ws.numel() < n:
+                        self._ws = torch.empty(n, dtype=torch.uint8, device='cuda:0')  # expect
+                    return self._ws[:n]
+                def scratch(self, name, n, device):
+                    buf = self._bufs.get(name)
+                    if buf is None or buf.numel() < n or buf.device != device:
+                        self._bufs.clear()  # expect
+                        buf = torch.empty(n, device=device)
+                        self._bufs[name] = buf
+                    return buf[:n]
+            """
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:

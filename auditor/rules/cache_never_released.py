@@ -6,8 +6,8 @@ import ast
 from typing import Iterator
 
 from allocaudit.auditor.analysis.caches import hand_written_caches, root_of
-from allocaudit.auditor.rules.base import Report, Rule
 from allocaudit.auditor.analysis.sites import ModuleFacts
+from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
 
 class CacheNeverReleased(Rule):
@@ -28,20 +28,62 @@ calls. With `allocaudit.runtime`, create one `WorkspaceCache` per engine, pass i
 """
     VALID = (
         # Held on the instance: released with it.
-        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
-        "        if buf is None or buf.numel() < n:\n            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, name, n, dtype, device):
+                    buf = self._bufs.get((name, dtype, device))
+                    if buf is None or buf.numel() < n:
+                        buf = torch.empty(n, dtype=dtype, device=device)
+                        self._bufs[(name, dtype, device)] = buf
+                    return buf[:n]
+            """
+        ),
         # A global with a release function.
-        "import torch\n_POOL = {}\ndef get(name, n, dtype, device):\n    buf = _POOL.get((name, dtype, device))\n"
-        "    if buf is None or buf.numel() < n:\n        buf = torch.empty(n, dtype=dtype, device=device)\n        _POOL[(name, dtype, device)] = buf\n    return buf[:n]\n"
-        "def release():\n    _POOL.clear()\n",
+        Valid(
+            """
+            import torch
+            _POOL = {}
+            def get(name, n, dtype, device):
+                buf = _POOL.get((name, dtype, device))
+                if buf is None or buf.numel() < n:
+                    buf = torch.empty(n, dtype=dtype, device=device)
+                    _POOL[(name, dtype, device)] = buf
+                return buf[:n]
+            def release():
+                _POOL.clear()
+            """
+        ),
     )
     INVALID = (
-        "import math, torch\nclass Moe:\n    pool = {}  # expect\n    @staticmethod\n    def get_empty(shape, dtype, name, device):\n"
-        "        for buf in Moe.pool.get((name, dtype, device), []):\n            if buf.numel() >= math.prod(shape):\n"
-        "                return buf[: math.prod(shape)].view(shape)\n"
-        "        new = torch.empty(shape, dtype=dtype, device=device)\n        Moe.pool.setdefault((name, dtype, device), []).append(new)\n        return new\n",
-        "import torch\n_POOL: dict = {}  # expect\ndef get(name, n, dtype, device):\n    buf = _POOL.get((name, dtype, device))\n"
-        "    if buf is None or buf.numel() < n:\n        buf = torch.empty(n, dtype=dtype, device=device)\n        _POOL[(name, dtype, device)] = buf\n    return buf[:n]\n",
+        Invalid(
+            """
+            import math, torch
+            class Moe:
+                pool = {}  # expect
+                @staticmethod
+                def get_empty(shape, dtype, name, device):
+                    for buf in Moe.pool.get((name, dtype, device), []):
+                        if buf.numel() >= math.prod(shape):
+                            return buf[: math.prod(shape)].view(shape)
+                    new = torch.empty(shape, dtype=dtype, device=device)
+                    Moe.pool.setdefault((name, dtype, device), []).append(new)
+                    return new
+            """
+        ),
+        Invalid(
+            """
+            import torch
+            _POOL: dict = {}  # expect
+            def get(name, n, dtype, device):
+                buf = _POOL.get((name, dtype, device))
+                if buf is None or buf.numel() < n:
+                    buf = torch.empty(n, dtype=dtype, device=device)
+                    _POOL[(name, dtype, device)] = buf
+                return buf[:n]
+            """
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:

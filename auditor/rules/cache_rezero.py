@@ -6,8 +6,8 @@ import ast
 from typing import Iterator, Optional
 
 from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
-from allocaudit.auditor.rules.base import Report, Rule
 from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts
+from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
 ZEROING = frozenset({"zeros", "zeros_like", "new_zeros"})
 
@@ -37,23 +37,64 @@ keeps `torch.zeros` semantics exactly with `zero=True`, zeroing only the request
 """
     VALID = (
         # Re-zeroes on reuse.
-        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
-        "        if buf is None or buf.numel() < n:\n            buf = torch.zeros(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n"
-        "        view = buf[:n]\n        view.zero_()\n        return view\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, name, n, dtype, device):
+                    buf = self._bufs.get((name, dtype, device))
+                    if buf is None or buf.numel() < n:
+                        buf = torch.zeros(n, dtype=dtype, device=device)
+                        self._bufs[(name, dtype, device)] = buf
+                    view = buf[:n]
+                    view.zero_()
+                    return view
+            """
+        ),
         # Allocates with empty: no zeros promised.
-        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
-        "        if buf is None or buf.numel() < n:\n            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, name, n, dtype, device):
+                    buf = self._bufs.get((name, dtype, device))
+                    if buf is None or buf.numel() < n:
+                        buf = torch.empty(n, dtype=dtype, device=device)
+                        self._bufs[(name, dtype, device)] = buf
+                    return buf[:n]
+            """
+        ),
     )
     INVALID = (
-        "import math, torch\nclass Moe:\n    pool = {}\n    @staticmethod\n    def get_empty(shape, dtype, name, device):\n"
-        "        for buf in Moe.pool.get(name, []):\n            if buf.dtype == dtype and buf.device == device and buf.numel() >= math.prod(shape):\n"
-        "                return buf[: math.prod(shape)].view(shape)  # expect\n"
-        "        new = torch.zeros(shape, dtype=dtype, device=device)\n        Moe.pool.setdefault(name, []).append(new)\n        return new\n",
+        Invalid(
+            """
+            import math, torch
+            class Moe:
+                pool = {}
+                @staticmethod
+                def get_empty(shape, dtype, name, device):
+                    for buf in Moe.pool.get(name, []):
+                        if buf.dtype == dtype and buf.device == device and buf.numel() >= math.prod(shape):
+                            return buf[: math.prod(shape)].view(shape)  # expect
+                    new = torch.zeros(shape, dtype=dtype, device=device)
+                    Moe.pool.setdefault(name, []).append(new)
+                    return new
+            """
+        ),
         # A workspace manager object.
-        "import torch\nclass WorkspaceManager:\n    def get(self, name, shape, dtype, device):\n"
-        "        ws = self.workspaces.get((name, dtype, device))\n        n = shape[0] * shape[1]\n"
-        "        if ws is None or ws.numel() < n:\n            ws = torch.zeros(n, dtype=dtype, device=device)\n            self.workspaces[(name, dtype, device)] = ws\n"
-        "        return ws[:n].view(shape)  # expect\n",
+        Invalid(
+            """
+            import torch
+            class WorkspaceManager:
+                def get(self, name, shape, dtype, device):
+                    ws = self.workspaces.get((name, dtype, device))
+                    n = shape[0] * shape[1]
+                    if ws is None or ws.numel() < n:
+                        ws = torch.zeros(n, dtype=dtype, device=device)
+                        self.workspaces[(name, dtype, device)] = ws
+                    return ws[:n].view(shape)  # expect
+            """
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:

@@ -7,8 +7,8 @@ from typing import Iterator, Optional
 
 from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches, is_ordering, names_in, root_of
 from allocaudit.auditor.analysis.escapes import CONTAINER_ADDERS
-from allocaudit.auditor.rules.base import Report, Rule
 from allocaudit.auditor.analysis.sites import ModuleFacts
+from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
 EVICTION_METHODS = frozenset({"pop", "popitem", "clear", "remove", "discard", "move_to_end"})
 BOUND_WORDS = ("max_", "maxsize", "capacity", "limit", "budget", "max_entries", "evict")
@@ -32,23 +32,67 @@ buffer per slot plus graph-pinned ones, and an optional byte budget for the whol
 """
     VALID = (
         # One buffer per key, grown in place, capture-aware.
-        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
-        "        if buf is None or buf.numel() < n:\n            if buf is not None and torch.cuda.is_current_stream_capturing():\n                self._pinned.append(buf)\n"
-        "            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, name, n, dtype, device):
+                    buf = self._bufs.get((name, dtype, device))
+                    if buf is None or buf.numel() < n:
+                        if buf is not None and torch.cuda.is_current_stream_capturing():
+                            self._pinned.append(buf)
+                        buf = torch.empty(n, dtype=dtype, device=device)
+                        self._bufs[(name, dtype, device)] = buf
+                    return buf[:n]
+            """
+        ),
         # Appends, but evicts beyond a bound.
-        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        for buf in self.pool.get(name, []):\n"
-        "            if buf.dtype == dtype and buf.device == device and buf.numel() >= n:\n                return buf[:n]\n"
-        "        new = torch.empty(n, dtype=dtype, device=device)\n        bufs = self.pool.setdefault(name, [])\n        bufs.append(new)\n"
-        "        if len(bufs) > self.max_per_key:\n            bufs.pop(0)\n        return new\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, name, n, dtype, device):
+                    for buf in self.pool.get(name, []):
+                        if buf.dtype == dtype and buf.device == device and buf.numel() >= n:
+                            return buf[:n]
+                    new = torch.empty(n, dtype=dtype, device=device)
+                    bufs = self.pool.setdefault(name, [])
+                    bufs.append(new)
+                    if len(bufs) > self.max_per_key:
+                        bufs.pop(0)
+                    return new
+            """
+        ),
     )
     INVALID = (
-        "import math, torch\nclass Moe:\n    pool = {}\n    @staticmethod\n    def get_empty(shape, dtype, name, device):\n"
-        "        for buf in Moe.pool.get(name, []):\n            if buf.dtype == dtype and buf.device == device and buf.numel() >= math.prod(shape):\n"
-        "                return buf[: math.prod(shape)].view(shape)\n"
-        "        new = torch.empty(shape, dtype=dtype, device=device)\n        Moe.pool.setdefault(name, []).append(new)  # expect\n        return new\n",
+        Invalid(
+            """
+            import math, torch
+            class Moe:
+                pool = {}
+                @staticmethod
+                def get_empty(shape, dtype, name, device):
+                    for buf in Moe.pool.get(name, []):
+                        if buf.dtype == dtype and buf.device == device and buf.numel() >= math.prod(shape):
+                            return buf[: math.prod(shape)].view(shape)
+                    new = torch.empty(shape, dtype=dtype, device=device)
+                    Moe.pool.setdefault(name, []).append(new)  # expect
+                    return new
+            """
+        ),
         # A key per requested size.
-        "import torch\nclass M:\n    def get(self, numel, dtype, device):\n        buf = self.by_size.get((numel, dtype, device))\n"
-        "        if buf is None:\n            buf = torch.empty(numel, dtype=dtype, device=device)\n            self.by_size[(numel, dtype, device)] = buf  # expect\n        return buf[:numel]\n",
+        Invalid(
+            """
+            import torch
+            class M:
+                def get(self, numel, dtype, device):
+                    buf = self.by_size.get((numel, dtype, device))
+                    if buf is None:
+                        buf = torch.empty(numel, dtype=dtype, device=device)
+                        self.by_size[(numel, dtype, device)] = buf  # expect
+                    return buf[:numel]
+            """
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:

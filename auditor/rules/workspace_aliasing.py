@@ -8,8 +8,8 @@ from typing import Iterator, Optional
 
 from allocaudit.auditor.analysis.caches import hand_written_caches
 from allocaudit.auditor.analysis.escapes import unparse
-from allocaudit.auditor.rules.base import Report, Rule
 from allocaudit.auditor.analysis.sites import ModuleFacts
+from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
 # Callees that hand out a cached buffer by name.
 CACHE_GETTERS = ("*get_empty*", "*get_buffer*", "*get_cached*", "*cached_workspace*")
@@ -79,21 +79,65 @@ finds the aliasing at run time and names both call sites.
     kernel(a, b)
 """
     VALID = (
-        "def forward(x):\n    a = get_empty((4,), dt, cache_name='moe.a')\n    b = get_empty((4,), dt, cache_name='moe.b')\n    kernel(a, b)\n",
+        Valid(
+            """
+            def forward(x):
+                a = get_empty((4,), dt, cache_name='moe.a')
+                b = get_empty((4,), dt, cache_name='moe.b')
+                kernel(a, b)
+            """
+        ),
         # The first result is dead before the second request.
-        "def forward(x):\n    a = get_empty((4,), dt, cache_name='moe.ws')\n    kernel(a)\n    b = get_empty((8,), dt, cache_name='moe.ws')\n    kernel(b)\n",
-        "def resize(x, shape):\n    return x.flatten()[: shape[0]].view(*shape)\n"
-        "def forward(ws, y):\n    a = resize(ws, (4,))\n    b = resize(y, (4,))\n    k(a, b)\n",
+        Valid(
+            """
+            def forward(x):
+                a = get_empty((4,), dt, cache_name='moe.ws')
+                kernel(a)
+                b = get_empty((8,), dt, cache_name='moe.ws')
+                kernel(b)
+            """
+        ),
+        Valid(
+            """
+            def resize(x, shape):
+                return x.flatten()[: shape[0]].view(*shape)
+            def forward(ws, y):
+                a = resize(ws, (4,))
+                b = resize(y, (4,))
+                k(a, b)
+            """
+        ),
     )
     INVALID = (
-        "from allocaudit.runtime import get_empty\n"
-        "def forward(x, dt):\n    a = get_empty((4,), dt, cache_name='moe.ws')\n    b = get_empty((8,), dt, device='cuda', cache_name='moe.ws')  # expect\n    kernel(a, b)\n",
+        Invalid(
+            """
+            from allocaudit.runtime import get_empty
+            def forward(x, dt):
+                a = get_empty((4,), dt, cache_name='moe.ws')
+                b = get_empty((8,), dt, device='cuda', cache_name='moe.ws')  # expect
+                kernel(a, b)
+            """
+        ),
         # A _resize_cache-style helper applied twice to one buffer.
-        "def resize_cache(x, shape):\n    return x.flatten()[: shape[0] * shape[1]].view(*shape)\n"
-        "def experts(ws, m, n, k):\n    c1 = resize_cache(ws, (m, n))\n    c3 = resize_cache(ws, (m, k))  # expect\n    gemm(c1, c3)\n",
+        Invalid(
+            """
+            def resize_cache(x, shape):
+                return x.flatten()[: shape[0] * shape[1]].view(*shape)
+            def experts(ws, m, n, k):
+                c1 = resize_cache(ws, (m, n))
+                c3 = resize_cache(ws, (m, k))  # expect
+                gemm(c1, c3)
+            """
+        ),
         # A workspace manager asked twice.
-        "def attention(self, q):\n    s = self.workspace.get((q.shape[0], 64), q.dtype)\n"
-        "    p = self.workspace.get((q.shape[0], 64), q.dtype)  # expect\n    softmax(s, out=p)\n",
+        Invalid(
+            """
+            def attention(self, q):
+                s = self.workspace.get((q.shape[0], 64), q.dtype)
+                p = self.workspace.get((q.shape[0], 64), q.dtype)  # expect
+                softmax(s, out=p)
+            """
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
