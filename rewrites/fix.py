@@ -12,13 +12,13 @@ from __future__ import annotations
 import ast
 import json
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
 
 from allocaudit.auditor.analysis import fixability
-from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, bind
+from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, FactoryKind, bind
 from allocaudit.auditor.findings import Finding
 from allocaudit.auditor.rules import FIXABLE_CODES
 from allocaudit.rewrites import cache_names
@@ -72,14 +72,14 @@ class _Plan:
     base_name: str
     zero: bool
     factory: str
-    kind: str
+    kind: FactoryKind
     size: list[int]  # argument indices forming the shape (positional, starred or size=)
     size_is_keyword: bool
     dtype: Optional[int]
     device: Optional[int]
     dropped: list[int]
     source: Optional[cst.BaseExpression]  # receiver of new_*, input of *_like
-    inferred_dtype: Optional[str]  # torch.full with a literal fill: "int64", "bool", "default"
+    inferred_dtype: Optional[Literal["int64", "bool", "default"]]  # what torch.full infers from a literal fill; default dtype
 
 
 class _FixError(Exception):

@@ -6,5 +6,6 @@ callees, parameters, factory calls), ``escapes`` follows a value inside one func
 ``effects`` says what a call does with its arguments, ``devices`` classifies a device
 expression, ``fixability`` decides whether `allocaudit fix` may rewrite a site, ``sites``
 finds and classifies the allocation sites, and ``caches`` recognises hand-written reuse
-caches. ``factories`` holds the factory signatures the codemod shares.
+caches. ``factories`` holds the factory signatures the codemod shares, ``syntax`` the
+small questions about ``ast`` nodes that several of them ask.
 """

@@ -19,32 +19,15 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator, Optional
+from typing import Iterator, Literal, Optional
 from weakref import WeakKeyDictionary
 
 from allocaudit.auditor.analysis.escapes import VIEW_ATTRIBUTES, VIEW_METHODS
 from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts
+from allocaudit.auditor.analysis.syntax import container_of, is_ordering, names_in, parameters
 
 
-def root_of(expr: ast.AST) -> ast.AST:
-    """The container an access reads or writes: `C.get(k)`, `C[k]`, `C.setdefault(k, [])`
-    and `C[k][i]` all root at `C`."""
-    while True:
-        if isinstance(expr, ast.Subscript):
-            expr = expr.value
-        elif isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr in ("get", "setdefault", "pop"):
-            expr = expr.func.value
-        else:
-            return expr
-
-
-def names_in(expr: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(expr) if isinstance(n, ast.Name)}
-
-
-def is_ordering(compare: ast.AST) -> bool:
-    """`a < b`, `a >= b`...: a size test, where a cache decides whether a buffer fits."""
-    return isinstance(compare, ast.Compare) and any(isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)) for op in compare.ops)
+ContainerKind = Literal["class attribute", "module global", "instance attribute"]
 
 
 @dataclass(eq=False)
@@ -54,7 +37,7 @@ class HandWrittenCache:
     function: ast.FunctionDef
     qualname: str
     container: str  # the container as written, e.g. "self._buffers" or "Moe.recorder"
-    container_kind: str  # "class attribute", "module global" or "instance attribute"
+    container_kind: ContainerKind
     misses: tuple[AllocationSite, ...]  # the allocations stored into the container
     cached_names: frozenset[str]  # locals bound to what the container holds (`for buf in C[k]`)
     hit_returns: tuple[ast.Return, ...]  # the hand-outs, in source order
@@ -62,8 +45,7 @@ class HandWrittenCache:
 
     @cached_property
     def parameters(self) -> list[str]:
-        args = self.function.args
-        return [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+        return parameters(self.function)
 
     @cached_property
     def dtype_param(self) -> Optional[str]:
@@ -165,7 +147,7 @@ class _CacheSearch:
                 continue
             function = self.facts.index.owner(site.call)
             for target in site.stored_into:
-                by_function.setdefault(function, []).append((site, root_of(target)))
+                by_function.setdefault(function, []).append((site, container_of(target)))
         for function, stored in by_function.items():
             if function is None:
                 continue
@@ -178,7 +160,7 @@ class _CacheSearch:
                 if cache is not None:
                     yield cache
 
-    def _kind_of(self, container: ast.AST, function: ast.AST) -> Optional[str]:
+    def _kind_of(self, container: ast.AST, function: ast.AST) -> Optional[ContainerKind]:
         text = ast.unparse(container)
         if isinstance(container, ast.Attribute) and isinstance(container.value, ast.Name):
             owner = container.value.id
@@ -194,7 +176,7 @@ class _CacheSearch:
             return "module global"
         return None
 
-    def _recognise(self, function, container: str, kind: str, misses: tuple[AllocationSite, ...]) -> Optional[HandWrittenCache]:
+    def _recognise(self, function, container: str, kind: ContainerKind, misses: tuple[AllocationSite, ...]) -> Optional[HandWrittenCache]:
         """A cache when the function hands out what the container holds and decides by fit
         whether a held buffer serves the request; None for anything else that stores a buffer."""
         # Names bound to what the container holds: `cands = C.get(k, [])`, `for buf in cands`.
@@ -223,11 +205,10 @@ class _CacheSearch:
         if not hit_returns:
             return None  # stores a buffer but never hands one out: lazy init, not a cache
         hit_returns.sort(key=lambda node: (node.lineno, node.col_offset))
-        params = [a.arg for a in (*function.args.posonlyargs, *function.args.args, *function.args.kwonlyargs)]
         # Parameters that carry the requested size (not the name, key, dtype or device) and
         # decide how much a miss allocates (`n` in `torch.empty(n, ...)`).
         size_params = {
-            p for p in params
+            p for p in parameters(function)
             if p not in ("self", "cls") and not any(w in p for w in ("name", "key", "dtype", "device"))
             and any(p in names_in(site.call) for site in misses)
         }

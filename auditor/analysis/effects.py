@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ast
 
-from allocaudit.auditor.analysis.escapes import CONSUMES, VIEW_FUNCTIONS, CallEffect, FunctionFlow, unparse
-from allocaudit.auditor.analysis.index import FunctionNode, ModuleIndex
+from allocaudit.auditor.analysis.escapes import CONSUMES, VIEW_FUNCTIONS, CallEffect, FunctionFlow
+from allocaudit.auditor.analysis.index import ModuleIndex
+from allocaudit.auditor.analysis.syntax import FunctionNode, unparse
 
 # Callees whose result is their argument, wrapped.
 WRAPPERS = frozenset({"Parameter", "Buffer"})
@@ -35,7 +36,6 @@ class CallEffects:
             self._flows[function] = FunctionFlow(
                 function,
                 index.parents,
-                resolve=lambda e, f=function: index.resolve(e, f.body[0]),
                 call_effect=self.call_effect,
                 is_tensor=lambda e: isinstance(e, ast.Call) and index.factory_of(e) is not None,
             )

@@ -8,13 +8,16 @@ refuses a form for the same cause it gives the same reason (the constants below)
 from __future__ import annotations
 
 import ast
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from allocaudit.auditor.analysis.devices import Device
 from allocaudit.auditor.analysis.escapes import FlowResult
 from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, BoundArgs
 from allocaudit.auditor.analysis.functions import FunctionInfo
 from allocaudit.auditor.analysis.syntax import argument, is_literal
+
+if TYPE_CHECKING:  # sites.py judges its sites with this module
+    from allocaudit.auditor.analysis.sites import SiteClass
 
 NOT_ON_CUDA = "not a CUDA allocation"
 SEVERAL_FACTORIES = "the callee is an alias of several factories"
@@ -38,7 +41,7 @@ UNFIXABLE_KEYWORDS = {
 
 def not_fixable_reason(
     call: ast.Call,
-    site_class: str,
+    site_class: SiteClass,
     factory: Optional[str],
     bound: BoundArgs,
     device: Device,

@@ -8,13 +8,12 @@ parameter an argument binds, whether a call is a torch factory. Nothing here jud
 from __future__ import annotations
 
 import ast
-from typing import Mapping, Optional, Union
+from typing import Mapping, Optional
 
 from allocaudit.auditor.analysis.factories import TENSOR_METHOD_FACTORIES, TORCH_FACTORIES
 from allocaudit.auditor.analysis.functions import AnalysisOptions, FunctionIndex
 from allocaudit.auditor.analysis.names import NameResolver
-
-FunctionNode = Union[ast.FunctionDef, ast.AsyncFunctionDef]
+from allocaudit.auditor.analysis.syntax import FunctionNode, positional_parameters
 
 
 class ModuleIndex:
@@ -152,7 +151,7 @@ class ModuleIndex:
     @staticmethod
     def parameter_for(function: FunctionNode, call: ast.Call, arg: ast.AST) -> Optional[str]:
         """The parameter of ``function`` that ``arg`` (an argument or keyword of ``call``) binds."""
-        params = [a.arg for a in (*function.args.posonlyargs, *function.args.args)]
+        params = positional_parameters(function)
         if isinstance(call.func, ast.Attribute) and params and params[0] in ("self", "cls"):
             params = params[1:]
         if isinstance(arg, ast.keyword):

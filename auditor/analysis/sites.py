@@ -15,22 +15,23 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Literal, Mapping, Optional, Sequence
 
 from allocaudit.auditor.analysis import devices
 from allocaudit.auditor.analysis.devices import Device, DeviceClassifier
 from allocaudit.auditor.analysis.effects import CallEffects
-from allocaudit.auditor.analysis.escapes import Escape, FlowResult, FunctionFlow, unparse
-from allocaudit.auditor.analysis.factories import ALL_FACTORY_NAMES, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, ArgSpec, BoundArgs, bind
+from allocaudit.auditor.analysis.escapes import Escape, FlowResult, FunctionFlow
+from allocaudit.auditor.analysis.factories import ALL_FACTORY_NAMES, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, BoundArgs, bind
 from allocaudit.auditor.analysis.fixability import not_fixable_reason
 from allocaudit.auditor.analysis.functions import AnalysisOptions, FunctionInfo
-from allocaudit.auditor.analysis.index import FunctionNode, ModuleIndex
+from allocaudit.auditor.analysis.index import ModuleIndex
 from allocaudit.auditor.analysis.names import NameResolver
-from allocaudit.auditor.analysis.syntax import argument, is_literal
+from allocaudit.auditor.analysis.syntax import FunctionNode, arg_specs, argument, is_literal, unparse
 
-WORKSPACE = "workspace"
-ESCAPES = "escapes"
-INIT = "init"
+SiteClass = Literal["workspace", "escapes", "init"]
+WORKSPACE: SiteClass = "workspace"
+ESCAPES: SiteClass = "escapes"
+INIT: SiteClass = "init"
 
 DTYPE_NAMES = frozenset(
     f"torch.{n}"
@@ -50,7 +51,7 @@ class AllocationSite:
     factory: Optional[str]  # "zeros"; None when the callee may be several factories
     device: Device
     moved: bool  # allocated on the default device, then moved with .cuda()/.to()
-    site_class: str
+    site_class: SiteClass
     evidence: str
     function: Optional[FunctionInfo]
     notes: tuple[str, ...]
@@ -94,12 +95,6 @@ def module_exports(tree: ast.Module, package: Sequence[str] = ()) -> dict[str, f
     return resolver.module_aliases(lambda q: q.startswith("torch.") and q[6:] in TORCH_FACTORIES)
 
 
-def _arg_specs(call: ast.Call) -> list[ArgSpec]:
-    specs = [ArgSpec("star" if isinstance(a, ast.Starred) else "pos") for a in call.args]
-    specs += [ArgSpec("dstar" if k.arg is None else "kw", k.arg) for k in call.keywords]
-    return specs
-
-
 def _writes_into_out(call: ast.Call) -> bool:
     """`torch.zeros(n, out=buf)` fills `buf`: it allocates nothing, so it is no site."""
     return any(k.arg == "out" and not is_literal(k.value, None) for k in call.keywords)
@@ -126,7 +121,7 @@ class SiteFinder:
     def _site(self, call: ast.Call, api: str, factory: Optional[str]) -> AllocationSite:
         function = self.index.owner(call)
         info = self.index.functions.info.get(function) if function is not None else None
-        bound = bind(self._binding_factory(api), _arg_specs(call))
+        bound = bind(self._binding_factory(api), arg_specs(call))
         device, moved = self._device(call, factory, bound, function)
         if device.form in (devices.INHERITED, devices.VARIABLE) and self._in_cpu_branch(call):
             device = Device(devices.NOT_CUDA, f"{device.text} (in a CPU-only branch)")
@@ -264,7 +259,7 @@ class SiteFinder:
             return method
         return call
 
-    def _classify(self, call: ast.Call, info: FunctionInfo, flow: FunctionFlow, result: FlowResult) -> tuple[str, str]:
+    def _classify(self, call: ast.Call, info: FunctionInfo, flow: FunctionFlow, result: FlowResult) -> tuple[SiteClass, str]:
         escape = result.escape
         if escape is None:
             if result.uncertain is not None:

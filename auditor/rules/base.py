@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar, Iterator, Optional
 
-from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts
+from allocaudit.auditor.analysis import devices
+from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts, SiteClass
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Invalid:
 
     code: str
     message: Optional[str] = None
-    site_class: Optional[str] = None
+    site_class: Optional[SiteClass] = None
     fixable: Optional[bool] = None
     reason: Optional[str] = None
     fix: Optional[str] = None
@@ -90,9 +91,9 @@ class Rule:
 
 def describe_device(site: AllocationSite) -> str:
     device = site.device
-    if device.form == "variable":
+    if device.form == devices.VARIABLE:
         return f"device `{device.text}` unresolved"
-    if device.form == "inherited" and device.text and not device.text.endswith(".device"):
+    if device.form == devices.INHERITED and device.text and not device.text.endswith(".device"):
         return f"device {device.text}"
     if device.text and device.text.startswith("."):
         return f"moved with {device.text}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from allocaudit.auditor.analysis import devices
 from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
 from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
@@ -130,4 +131,4 @@ def _fixed_device(site: AllocationSite) -> bool:
     """A literal device with an index (`'cuda:1'`, `torch.device('cuda', 0)`): reuse cannot
     cross devices. Plain `'cuda'` means the current device, which a caller can change."""
     text = site.device.text or ""
-    return site.device.form == "cuda" and (":" in text or "," in text or text.isdigit())
+    return site.device.form == devices.CUDA and (":" in text or "," in text or text.isdigit())

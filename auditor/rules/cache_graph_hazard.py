@@ -5,8 +5,9 @@ from __future__ import annotations
 import ast
 from typing import Iterator
 
-from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches, root_of
+from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
 from allocaudit.auditor.analysis.sites import ModuleFacts
+from allocaudit.auditor.analysis.syntax import container_of
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
 # Words that, in a condition, show the cache knows about CUDA graph capture or pins buffers.
@@ -173,7 +174,7 @@ def drops(cache: HandWrittenCache, facts: ModuleFacts) -> list[ast.AST]:
                 found.append(node)
         elif isinstance(node, ast.Assign):
             for target in node.targets:
-                root = ast.unparse(root_of(target))
+                root = ast.unparse(container_of(target))
                 replaces_entry = isinstance(target, ast.Subscript) and (root == cache.container or root in cache.cached_names)
                 replaces_buffer = ast.unparse(target) == cache.container and not isinstance(node.value, (ast.Dict, ast.List))
                 if (replaces_entry or replaces_buffer) and not _inserts_only(node, cache.function, facts.index.parents):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ast
 from typing import Iterator
 
-from allocaudit.auditor.analysis.caches import hand_written_caches, root_of
+from allocaudit.auditor.analysis.caches import hand_written_caches
 from allocaudit.auditor.analysis.sites import ModuleFacts
+from allocaudit.auditor.analysis.syntax import container_of
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
 
@@ -126,7 +127,7 @@ def can_release(facts: ModuleFacts, container: str) -> bool:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("clear", "pop", "popitem"):
             if names_it(node.func.value):
                 return True
-        elif isinstance(node, ast.Delete) and any(names_it(root_of(t)) for t in node.targets):
+        elif isinstance(node, ast.Delete) and any(names_it(container_of(t)) for t in node.targets):
             return True
         elif isinstance(node, ast.Assign) and not isinstance(facts.index.parents.get(node), (ast.ClassDef, ast.Module)):
             if any(names_it(t) for t in node.targets):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import ast
 from typing import Iterator, Optional
 
-from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches, is_ordering, names_in, root_of
+from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
 from allocaudit.auditor.analysis.escapes import CONTAINER_ADDERS
 from allocaudit.auditor.analysis.sites import ModuleFacts
+from allocaudit.auditor.analysis.syntax import container_of, is_ordering, names_in
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
 EVICTION_METHODS = frozenset({"pop", "popitem", "clear", "remove", "discard", "move_to_end"})
@@ -152,7 +153,7 @@ def key_growth(cache: HandWrittenCache) -> Optional[ast.Assign]:
         if isinstance(node, ast.Assign):
             for target in node.targets:
                 if (
-                    isinstance(target, ast.Subscript) and ast.unparse(root_of(target)) == cache.container
+                    isinstance(target, ast.Subscript) and ast.unparse(container_of(target)) == cache.container
                     and names_in(target.slice) & cache.size_params
                 ):
                     found = node  # the last one the walk meets

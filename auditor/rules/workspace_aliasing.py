@@ -7,20 +7,14 @@ from fnmatch import fnmatchcase
 from typing import Iterator, Optional
 
 from allocaudit.auditor.analysis.caches import hand_written_caches
-from allocaudit.auditor.analysis.escapes import unparse
 from allocaudit.auditor.analysis.sites import ModuleFacts
+from allocaudit.auditor.analysis.syntax import positional_parameters, root_name, unparse
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
 # Callees that hand out a cached buffer by name.
 CACHE_GETTERS = ("*get_empty*", "*get_buffer*", "*get_cached*", "*cached_workspace*")
 NAME_KEYWORDS = ("cache_name", "name", "key", "buffer_name")
 MANAGER_METHODS = frozenset({"get", "get_buffer", "get_workspace"})
-
-
-def _root_name(expr: ast.AST) -> Optional[str]:
-    while isinstance(expr, (ast.Attribute, ast.Subscript, ast.Call)):
-        expr = expr.func if isinstance(expr, ast.Call) else expr.value
-    return expr.id if isinstance(expr, ast.Name) else None
 
 
 WORKSPACE_WORDS = ("workspace", "cache", "buf", "scratch")
@@ -50,8 +44,8 @@ def _may_return_a_view(facts: ModuleFacts, call: ast.Call) -> bool:
     for fn in candidates:
         if fn is None:
             continue
-        params = {a.arg for a in fn.args.args}
-        if any(isinstance(r, ast.Return) and r.value is not None and _root_name(r.value) in params for r in ast.walk(fn)):
+        params = set(positional_parameters(fn))
+        if any(isinstance(r, ast.Return) and r.value is not None and root_name(r.value) in params for r in ast.walk(fn)):
             return True
     return False
 
