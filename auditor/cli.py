@@ -6,7 +6,7 @@ import sys
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -189,15 +189,23 @@ def _report(result, mode: str, verbs: tuple[str, str]) -> None:
     out.flush()
 
 
+# Options `fix` and `unfix` share, spelled once.
+CodemodAllFiles = Annotated[bool, typer.Option("--all", help="Every Python file, not only MoE-like paths (include globs).")]
+CodemodNoGitignore = Annotated[bool, typer.Option("--no-gitignore", help="Also rewrite files that .gitignore excludes.")]
+CodemodConfig = Annotated[
+    Optional[Path], typer.Option("--config", help="pyproject.toml to read [tool.allocaudit] from (default: the nearest one).")
+]
+
+
 @app.command()
 def fix(
     paths: Optional[List[str]] = typer.Argument(None, help="Files or folders to rewrite (default: the current folder)."),
     diff: bool = typer.Option(False, "--diff", help="Print a unified diff of the rewrites and change nothing (exit 1 if there is one)."),
     check: bool = typer.Option(False, "--check", help="Change nothing; exit 1 if a site would be rewritten."),
-    all_files: bool = typer.Option(False, "--all", help="Every Python file, not only MoE-like paths (include globs)."),
-    no_gitignore: bool = typer.Option(False, "--no-gitignore", help="Also rewrite files that .gitignore excludes."),
+    all_files: CodemodAllFiles = False,
+    no_gitignore: CodemodNoGitignore = False,
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the scan cache."),
-    config: Optional[Path] = typer.Option(None, "--config", help="pyproject.toml to read [tool.allocaudit] from (default: the nearest one)."),
+    config: CodemodConfig = None,
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes for the scan (default: one per core)."),
 ) -> None:
     """Rewrite per-call CUDA workspaces (AA101 sites the scan marks [*]) into get_empty calls."""
@@ -217,9 +225,9 @@ def unfix(
     paths: Optional[List[str]] = typer.Argument(None, help="Files or folders to restore (default: the current folder)."),
     diff: bool = typer.Option(False, "--diff", help="Print a unified diff and change nothing (exit 1 if there is one)."),
     check: bool = typer.Option(False, "--check", help="Change nothing; exit 1 if a get_empty call would be restored."),
-    all_files: bool = typer.Option(False, "--all", help="Every Python file, not only MoE-like paths (include globs)."),
-    no_gitignore: bool = typer.Option(False, "--no-gitignore", help="Also rewrite files that .gitignore excludes."),
-    config: Optional[Path] = typer.Option(None, "--config", help="pyproject.toml to read [tool.allocaudit] from (default: the nearest one)."),
+    all_files: CodemodAllFiles = False,
+    no_gitignore: CodemodNoGitignore = False,
+    config: CodemodConfig = None,
 ) -> None:
     """Turn get_empty calls back into the torch.zeros/torch.empty calls they stand for."""
     from allocaudit.rewrites.apply import run_unfix

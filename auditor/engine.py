@@ -19,12 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional
 
-from allocaudit.auditor.devices import CONFIDENCE_ORDER
+from allocaudit.auditor.analysis.devices import CONFIDENCE_ORDER
 from allocaudit.auditor.discovery import discover
 from allocaudit.auditor.findings import FileError, Finding, ScanResult
-from allocaudit.auditor.rules import ALL_RULES, Report
+from allocaudit.auditor.rules import ALL_RULES, FixAvailability, Report
 from allocaudit.auditor.settings import Settings
-from allocaudit.auditor.sites import analyze, module_exports
+from allocaudit.auditor.analysis.sites import analyze, module_exports
 from allocaudit.auditor.source import SourceError, decode, parse, read_bytes
 from allocaudit.auditor.suppression import is_suppressed
 
@@ -99,6 +99,7 @@ def _char_col(lines: list[str], lineno: int, byte_col: int) -> int:
 
 def _finding(path: str, lines: list[str], rule, report: Report) -> Finding:
     node, site = report.node, report.site
+    offers_fix = rule.FIX is not FixAvailability.NONE
     line, end_line = node.lineno, getattr(node, "end_lineno", None) or node.lineno
     return Finding(
         path=path,
@@ -114,8 +115,8 @@ def _finding(path: str, lines: list[str], rule, report: Report) -> Finding:
         site_class=site.site_class if site else None,
         function=site.qualname if site else None,
         confidence=(site.device.confidence if site else None) or "high",
-        fixable=bool(site and rule.CODE == "AA101" and site.fixable),
-        not_fixable_reason=(site.not_fixable_reason if site and rule.CODE == "AA101" else None),
+        fixable=bool(site and offers_fix and site.fixable),
+        not_fixable_reason=(site.not_fixable_reason if site and offers_fix else None),
         notes=site.notes if site else (),
     )
 

@@ -14,9 +14,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on older Pythons only
     import tomli as tomllib
 
-from allocaudit.auditor.devices import CONFIDENCE_ORDER
+from allocaudit.auditor.analysis.devices import CONFIDENCE_ORDER
 from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE
-from allocaudit.auditor.sites import AnalysisOptions
+from allocaudit.auditor.analysis.functions import AnalysisOptions
 
 # Mixture-of-Experts code lives in paths like these in every engine we know.
 DEFAULT_INCLUDE = ("*moe*", "*expert*")

@@ -13,19 +13,23 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Literal, Optional
 
 import libcst as cst
 
 from allocaudit.auditor.discovery import discover
 from allocaudit.auditor.engine import scan
 from allocaudit.auditor.findings import FileError
+from allocaudit.auditor.rules import FIXABLE_CODES
 from allocaudit.auditor.settings import Settings
 from allocaudit.rewrites.files import SourceError, SourceFile, WriteError, read_source, write_atomic
 from allocaudit.rewrites.fix import fix_source
 from allocaudit.rewrites.unfix import unfix_source
 
-WRITE, DIFF, CHECK = "write", "diff", "check"
+Mode = Literal["write", "diff", "check"]
+WRITE: Mode = "write"
+DIFF: Mode = "diff"
+CHECK: Mode = "check"
 
 
 @dataclass(frozen=True)
@@ -43,22 +47,22 @@ class RunResult:
     errors: list[FileError] = field(default_factory=list)
     files_changed: list[str] = field(default_factory=list)
     diffs: list[str] = field(default_factory=list)
-    files_seen: int = 0
 
-    def exit_code(self, mode: str) -> int:
+    def exit_code(self, mode: Mode) -> int:
         if self.errors:
             return 2
         return 1 if mode != WRITE and self.changed else 0
 
 
 def fix_settings(settings: Settings) -> Settings:
-    """The scan `fix` runs: AA101 whatever the user selects; suppression comments still hold."""
-    return replace(settings, select=("AA101",), ignore=())
+    """The scan `fix` runs: the rules that offer a fix, whatever the user selects;
+    suppression comments still hold."""
+    return replace(settings, select=FIXABLE_CODES, ignore=())
 
 
-def run_fix(paths: Iterable[str], settings: Settings, mode: str = WRITE, cache_dir: Optional[Path] = None, jobs: Optional[int] = None) -> RunResult:
+def run_fix(paths: Iterable[str], settings: Settings, mode: Mode = WRITE, cache_dir: Optional[Path] = None, jobs: Optional[int] = None) -> RunResult:
     files, errors = discover(list(paths), settings)
-    result = RunResult(errors=list(errors), files_seen=len(files))
+    result = RunResult(errors=list(errors))
     before = {path: _stamp(path) for path in files}
     scanned = scan(files, fix_settings(settings), cache_dir=cache_dir, jobs=jobs)
     result.errors.extend(scanned.errors)
@@ -89,9 +93,9 @@ def run_fix(paths: Iterable[str], settings: Settings, mode: str = WRITE, cache_d
     return result
 
 
-def run_unfix(paths: Iterable[str], settings: Settings, mode: str = WRITE) -> RunResult:
+def run_unfix(paths: Iterable[str], settings: Settings, mode: Mode = WRITE) -> RunResult:
     files, errors = discover(list(paths), settings)
-    result = RunResult(errors=list(errors), files_seen=len(files))
+    result = RunResult(errors=list(errors))
     for path in files:
         try:
             source = read_source(path, settings.max_file_size)
@@ -115,7 +119,7 @@ def run_unfix(paths: Iterable[str], settings: Settings, mode: str = WRITE) -> Ru
     return result
 
 
-def _finish(source: SourceFile, text: str, mode: str, result: RunResult) -> bool:
+def _finish(source: SourceFile, text: str, mode: Mode, result: RunResult) -> bool:
     """Check, then write or diff one rewritten file; False (and an error row) if it failed."""
     path = source.path
     try:

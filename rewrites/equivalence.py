@@ -13,7 +13,8 @@ from __future__ import annotations
 import ast
 from typing import Optional
 
-from allocaudit.auditor.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, ArgSpec, bind
+from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, bind
+from allocaudit.auditor.analysis.syntax import arg_specs
 
 _DEFAULTS = {
     "requires_grad": ("False", "None"),
@@ -62,7 +63,7 @@ class _Normaliser(ast.NodeTransformer):
     def _canonical(self, call: ast.Call) -> Optional[ast.Call]:
         factory, receiver = None, None
         if isinstance(call.func, ast.Attribute):
-            if call.func.attr in TORCH_FACTORIES and _text(call.func.value) == "torch":
+            if call.func.attr in TORCH_FACTORIES and ast.unparse(call.func.value) == "torch":
                 factory = call.func.attr
             elif call.func.attr in TENSOR_METHOD_FACTORIES:
                 factory, receiver = call.func.attr, call.func.value
@@ -70,9 +71,7 @@ class _Normaliser(ast.NodeTransformer):
             factory = self.factory_names[call.func.id]
         if factory is None or FILL[factory] == "1":
             return None
-        specs = [ArgSpec("star" if isinstance(a, ast.Starred) else "pos") for a in call.args]
-        specs += [ArgSpec("dstar") if k.arg is None else ArgSpec("kw", k.arg) for k in call.keywords]
-        bound = bind(factory, specs)
+        bound = bind(factory, arg_specs(call))
         values = list(call.args) + [k.value for k in call.keywords]
         if bound.has_dstar or bound.stride is not None:
             return None
@@ -80,7 +79,7 @@ class _Normaliser(ast.NodeTransformer):
             receiver = values[bound.like]
         keywords = {}
         for name, index in bound.keywords.items():
-            text = _text(values[index])
+            text = ast.unparse(values[index])
             if name in _DEFAULTS and text in _DEFAULTS[name]:
                 continue
             if name in ("dtype", "device") and text == "None":
@@ -127,7 +126,3 @@ def _is_set_aside(statement: ast.stmt) -> bool:
     if isinstance(statement, ast.Import):
         return all(a.name == "torch" for a in statement.names)
     return isinstance(statement, ast.ImportFrom) and statement.module == "allocaudit.runtime"
-
-
-def _text(node: ast.AST) -> str:
-    return ast.unparse(node)

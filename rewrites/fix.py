@@ -1,6 +1,7 @@
 """`allocaudit fix`: workspace allocations -> `get_empty` calls of the runtime cache.
 
-The scan decides which sites may be rewritten (`Finding.fixable`); this module finds the
+The scan decides which sites may be rewritten (`Finding.fixable`, by the policy of
+`allocaudit.auditor.analysis.fixability`); this module finds the
 same calls again in a libcst tree by position, rewrites each one with its own arguments
 as written, adds `from allocaudit.runtime import get_empty` once, and leaves every other byte alone. A site whose rewrite would change
 what the program does is skipped with a reason instead.
@@ -11,13 +12,15 @@ from __future__ import annotations
 import ast
 import json
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
 
-from allocaudit.auditor.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, bind
+from allocaudit.auditor.analysis import fixability
+from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, FactoryKind, bind
 from allocaudit.auditor.findings import Finding
+from allocaudit.auditor.rules import FIXABLE_CODES
 from allocaudit.rewrites import cache_names
 from allocaudit.rewrites.syntax import (
     BoundNames,
@@ -69,14 +72,14 @@ class _Plan:
     base_name: str
     zero: bool
     factory: str
-    kind: str
+    kind: FactoryKind
     size: list[int]  # argument indices forming the shape (positional, starred or size=)
     size_is_keyword: bool
     dtype: Optional[int]
     device: Optional[int]
     dropped: list[int]
     source: Optional[cst.BaseExpression]  # receiver of new_*, input of *_like
-    inferred_dtype: Optional[str]  # torch.full with a literal fill: "int64", "bool", "default"
+    inferred_dtype: Optional[Literal["int64", "bool", "default"]]  # what torch.full infers from a literal fill; default dtype
 
 
 class _FixError(Exception):
@@ -84,11 +87,12 @@ class _FixError(Exception):
 
 
 def fix_source(path: str, text: str, findings: Sequence[Finding]) -> FileFix:
-    """Rewrite the fixable AA101 findings of one file. ``findings`` come from a scan of ``text``."""
+    """Rewrite the fixable findings of one file (of the rules that offer a fix). ``findings``
+    come from a scan of ``text``."""
     result = FileFix()
     candidates = []
     for finding in findings:
-        if finding.code != "AA101":
+        if finding.code not in FIXABLE_CODES:
             continue
         if not finding.fixable:
             result.skips.append(Skip(finding, finding.not_fixable_reason or "not fixable"))
@@ -210,7 +214,7 @@ def _plan(finding: Finding, node: cst.Call, parents, module: cst.Module) -> _Pla
     args = list(node.args)
     bound = bind(factory, arg_specs(args))
     if bound.has_dstar:
-        raise _FixError("`**kwargs` hides some arguments")
+        raise _FixError(fixability.HIDDEN_KWARGS)
     if count_comments(node.func):
         raise _FixError("a comment inside the callee expression would be lost")
     dropped: list[int] = []
@@ -250,13 +254,13 @@ def _plan(finding: Finding, node: cst.Call, parents, module: cst.Module) -> _Pla
             raise _FixError("no fill value")
         fill = _literal(module, args[bound.fill].value)
         if fill is None or fill != 0 or isinstance(fill, complex):
-            raise _FixError("filled with a value other than a literal zero")
+            raise _FixError(fixability.NONZERO_FILL)
         dropped.append(bound.fill)
         if dtype is None and source is None:
             # torch.full infers its dtype from the fill value.
             inferred = "bool" if isinstance(fill, bool) else "int64" if isinstance(fill, int) else "default"
     elif FILL[factory] == "1":
-        raise _FixError("filled with ones: get_empty only zero-fills")
+        raise _FixError(fixability.FILLED_WITH_ONES)
     if dtype is None and source is None and inferred is None:
         inferred = "default"
 
@@ -268,9 +272,9 @@ def _plan(finding: Finding, node: cst.Call, parents, module: cst.Module) -> _Pla
     else:
         size, size_is_keyword = list(bound.size), False
         if not size:
-            raise _FixError("no size argument")
+            raise _FixError(fixability.NO_SIZE)
     if kind == "strided" or bound.stride is not None:
-        raise _FixError("explicit strides: get_empty returns contiguous tensors")
+        raise _FixError(fixability.EXPLICIT_STRIDES)
 
     # get_empty evaluates shape, dtype, device in this order; keep the order of any two
     # arguments whose evaluation may have effects.

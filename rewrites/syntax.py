@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Union
 import libcst as cst
 from libcst import MaybeSentinel
 
-from allocaudit.auditor.factories import ArgSpec
+from allocaudit.auditor.analysis.factories import ArgSpec
 
 NO_SPACE = cst.SimpleWhitespace("")
 

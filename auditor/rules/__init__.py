@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from allocaudit.auditor.rules.base import Report, Rule
+from allocaudit.auditor.rules.base import FixAvailability, Report, Rule
 from allocaudit.auditor.rules.cache_device_check import CacheDeviceCheck
 from allocaudit.auditor.rules.cache_dtype_check import CacheDtypeCheck
 from allocaudit.auditor.rules.cache_graph_hazard import CacheGraphHazard
@@ -27,5 +27,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     CacheNeverReleased,
 )
 RULES_BY_CODE: dict[str, type[Rule]] = {rule.CODE: rule for rule in ALL_RULES}
+# What `allocaudit fix` rewrites: the findings of these rules that the analysis marks fixable.
+FIXABLE_CODES: tuple[str, ...] = tuple(rule.CODE for rule in ALL_RULES if rule.FIX is not FixAvailability.NONE)
 
-__all__ = ["ALL_RULES", "RULES_BY_CODE", "Report", "Rule"]
+__all__ = ["ALL_RULES", "FIXABLE_CODES", "RULES_BY_CODE", "FixAvailability", "Report", "Rule"]

@@ -1,18 +1,23 @@
-"""What a rule is: a code, a one-line summary, an `explain` text, the cases it must pass
-and flag, and a check over a module's facts.
+"""What a rule is: a code, a one-line summary, an `explain` text, whether `fix` rewrites
+what it reports, the cases it must pass and flag, and a check over a module's facts.
 
-Cases are source snippets. A VALID case must give no finding of the rule's code; in an
-INVALID case every line that ends with the comment ``# expect`` must be flagged, and no
-other line. tests/auditor/test_rule_cases.py turns every case of every rule into a test.
+Cases are source snippets, written as dedented triple-quoted strings (as in Fixit). A
+``Valid`` case must give no finding of the rule's code; in an ``Invalid`` case every line
+that ends with the comment ``# expect`` must be flagged, and no other line, and every
+finding must match what the case states about it. tests/auditor/test_rule_cases.py turns
+every case of every rule into a test.
 """
 
 from __future__ import annotations
 
 import ast
+import textwrap
 from dataclasses import dataclass
+from enum import Enum
 from typing import ClassVar, Iterator, Optional
 
-from allocaudit.auditor.sites import AllocationSite, ModuleFacts
+from allocaudit.auditor.analysis import devices
+from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts, SiteClass
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,51 @@ class Report:
     site: Optional[AllocationSite] = None
 
 
+def _dedent(code: str) -> str:
+    """A triple-quoted case as the module it stands for: the first line break and the
+    common indentation dropped."""
+    return textwrap.dedent(code[1:] if code.startswith("\n") else code)
+
+
+@dataclass(frozen=True)
+class Valid:
+    """Code the rule must not flag."""
+
+    code: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "code", _dedent(self.code))
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Code the rule must flag on exactly the lines that end with `# expect`. What else is
+    given is checked on every finding: a part of its message, its site class, whether it
+    is fixable and, if not, the reason (exactly); ``fix`` is the whole module after
+    `allocaudit fix`."""
+
+    code: str
+    message: Optional[str] = None
+    site_class: Optional[SiteClass] = None
+    fixable: Optional[bool] = None
+    reason: Optional[str] = None
+    fix: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.reason is not None and self.fixable is not False:
+            raise ValueError("a case with a not-fixable reason states fixable=False")
+        object.__setattr__(self, "code", _dedent(self.code))
+        if self.fix is not None:
+            object.__setattr__(self, "fix", _dedent(self.fix))
+
+
+class FixAvailability(Enum):
+    """Whether `allocaudit fix` rewrites what a rule reports (ruff's fix availability)."""
+
+    NONE = "none"  # the rule only reports
+    SOMETIMES = "sometimes"  # the findings whose site the analysis marks fixable ([*] in the output)
+
+
 class Rule:
     CODE: ClassVar[str]
     NAME: ClassVar[str]
@@ -31,8 +81,9 @@ class Rule:
     EXPLAIN: ClassVar[str]
     # Rules off by default report inventory rather than problems; `--select` turns them on.
     DEFAULT: ClassVar[bool] = True
-    VALID: ClassVar[tuple[str, ...]] = ()
-    INVALID: ClassVar[tuple[str, ...]] = ()
+    FIX: ClassVar[FixAvailability] = FixAvailability.NONE
+    VALID: ClassVar[tuple[Valid, ...]] = ()
+    INVALID: ClassVar[tuple[Invalid, ...]] = ()
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
         raise NotImplementedError
@@ -40,9 +91,9 @@ class Rule:
 
 def describe_device(site: AllocationSite) -> str:
     device = site.device
-    if device.form == "variable":
+    if device.form == devices.VARIABLE:
         return f"device `{device.text}` unresolved"
-    if device.form == "inherited" and device.text and not device.text.endswith(".device"):
+    if device.form == devices.INHERITED and device.text and not device.text.endswith(".device"):
         return f"device {device.text}"
     if device.text and device.text.startswith("."):
         return f"moved with {device.text}"

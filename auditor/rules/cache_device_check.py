@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from allocaudit.auditor.caches import hand_written_caches
-from allocaudit.auditor.rules.base import Report, Rule
-from allocaudit.auditor.sites import ModuleFacts
+from allocaudit.auditor.analysis import devices
+from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
+from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts
+from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
 
 class CacheDeviceCheck(Rule):
@@ -31,32 +32,103 @@ device:
 """
     VALID = (
         # Held by an object, which serves one device.
-        "import torch\nclass Backend:\n    def scratch(self, n, device):\n        if self._buf is None or self._buf.numel() < n:\n"
-        "            self._buf = torch.empty(n, device=device)\n        return self._buf[:n]\n",
-        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
-        "        if buf is None or buf.numel() < n:\n            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        Valid(
+            """
+            import torch
+            class Backend:
+                def scratch(self, n, device):
+                    if self._buf is None or self._buf.numel() < n:
+                        self._buf = torch.empty(n, device=device)
+                    return self._buf[:n]
+            """
+        ),
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, name, n, dtype, device):
+                    buf = self._bufs.get((name, dtype, device))
+                    if buf is None or buf.numel() < n:
+                        buf = torch.empty(n, dtype=dtype, device=device)
+                        self._bufs[(name, dtype, device)] = buf
+                    return buf[:n]
+            """
+        ),
         # A fixed device index cannot change between calls.
-        "import torch\nclass M:\n    def get(self, n):\n        if self._ws is None or self._ws.numel() < n:\n"
-        "            self._ws = torch.empty(n, device='cuda:0')\n        return self._ws[:n]\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, n):
+                    if self._ws is None or self._ws.numel() < n:
+                        self._ws = torch.empty(n, device='cuda:0')
+                    return self._ws[:n]
+            """
+        ),
     )
     INVALID = (
-        "import math, torch\nclass Moe:\n    pool = {}\n    @staticmethod\n    def get_empty(shape, dtype, name):\n"
-        "        for buf in Moe.pool.get(name, []):\n            if buf.dtype == dtype and buf.numel() >= math.prod(shape):\n"
-        "                return buf[: math.prod(shape)].view(shape)  # expect\n"
-        "        new = torch.empty(shape, dtype=dtype, device='cuda')\n        Moe.pool.setdefault(name, []).append(new)\n        return new\n",
+        Invalid(
+            """
+            import math, torch
+            class Moe:
+                pool = {}
+                @staticmethod
+                def get_empty(shape, dtype, name):
+                    for buf in Moe.pool.get(name, []):
+                        if buf.dtype == dtype and buf.numel() >= math.prod(shape):
+                            return buf[: math.prod(shape)].view(shape)  # expect
+                    new = torch.empty(shape, dtype=dtype, device='cuda')
+                    Moe.pool.setdefault(name, []).append(new)
+                    return new
+            """
+        ),
         # Best fit over blocks with a reserved flag, in a module-level arena; device from the caller.
-        "import torch\n_BLOCKS = []\ndef alloc(x, nbytes):\n    best = None\n"
-        "    for block in _BLOCKS:\n        if not block.reserved and block.data.numel() >= nbytes and (best is None or block.data.numel() < best.data.numel()):\n"
-        "            best = block\n    if best is not None:\n        best.reserved = True\n        return best.data[:nbytes]  # expect\n"
-        "    data = torch.empty(nbytes, dtype=torch.uint8, device=x.device)\n    _BLOCKS.append(Block(data, reserved=True))\n    return data\n",
+        Invalid(
+            """
+            import torch
+            _BLOCKS = []
+            def alloc(x, nbytes):
+                best = None
+                for block in _BLOCKS:
+                    if not block.reserved and block.data.numel() >= nbytes and (best is None or block.data.numel() < best.data.numel()):
+                        best = block
+                if best is not None:
+                    best.reserved = True
+                    return best.data[:nbytes]  # expect
+                data = torch.empty(nbytes, dtype=torch.uint8, device=x.device)
+                _BLOCKS.append(Block(data, reserved=True))
+                return data
+            """
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
         for cache in hand_written_caches(facts):
-            if cache.checks_device:
+            if checks_device(cache):
                 continue
             yield Report(
                 cache.hit_returns[0],
                 f"hand-written cache `{cache.qualname}` hands out a buffer of `{cache.container}` without checking its device: "
                 "a request on another GPU gets memory of the wrong device",
             )
+
+
+def checks_device(cache: HandWrittenCache) -> bool:
+    """Whether a hit can only hand out a buffer of the requested device: a condition
+    compares devices, the key holds the device, every miss allocates on one fixed device,
+    or the cache is held by an object (a backend, a layer), which serves its own device."""
+    device = cache.device_param
+    return (
+        ".device" in cache.condition_text
+        or (device is not None and device in cache.compared_names)
+        or "device" in cache.key_text
+        or all(_fixed_device(s) or not s.device.on_cuda for s in cache.misses)
+        or cache.container_kind == "instance attribute"
+    )
+
+
+def _fixed_device(site: AllocationSite) -> bool:
+    """A literal device with an index (`'cuda:1'`, `torch.device('cuda', 0)`): reuse cannot
+    cross devices. Plain `'cuda'` means the current device, which a caller can change."""
+    text = site.device.text or ""
+    return site.device.form == devices.CUDA and (":" in text or "," in text or text.isdigit())

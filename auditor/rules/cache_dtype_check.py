@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from allocaudit.auditor.caches import hand_written_caches
-from allocaudit.auditor.rules.base import Report, Rule
-from allocaudit.auditor.sites import ModuleFacts
+from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
+from allocaudit.auditor.analysis.sites import ModuleFacts
+from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
 
 class CacheDtypeCheck(Rule):
@@ -31,38 +31,108 @@ or keep raw bytes and reinterpret them (`buf[:nbytes].view(dtype)`). Or use
 """
     VALID = (
         # Checks the dtype.
-        "import torch\nclass M:\n    def get(self, name, n, dtype):\n        buf = self._bufs.get(name)\n"
-        "        if buf is None or buf.dtype != dtype or buf.device != torch.device('cuda', 0) or buf.numel() < n:\n"
-        "            buf = torch.empty(n, dtype=dtype, device='cuda:0')\n            self._bufs[name] = buf\n        return buf[:n]\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, name, n, dtype):
+                    buf = self._bufs.get(name)
+                    if buf is None or buf.dtype != dtype or buf.device != torch.device('cuda', 0) or buf.numel() < n:
+                        buf = torch.empty(n, dtype=dtype, device='cuda:0')
+                        self._bufs[name] = buf
+                    return buf[:n]
+            """
+        ),
         # Keyed by dtype.
-        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        key = (name, dtype, device)\n        buf = self._bufs.get((name, dtype, device))\n"
-        "        if buf is None or buf.numel() < n:\n            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, name, n, dtype, device):
+                    key = (name, dtype, device)
+                    buf = self._bufs.get((name, dtype, device))
+                    if buf is None or buf.numel() < n:
+                        buf = torch.empty(n, dtype=dtype, device=device)
+                        self._bufs[(name, dtype, device)] = buf
+                    return buf[:n]
+            """
+        ),
         # Compared through a local.
-        "import torch\nclass M:\n    def reserve(self, n, dtype):\n        held = self._buf.dtype if self._buf is not None else None\n"
-        "        if self._buf is None or n > self._buf.shape[0] or dtype != held:\n"
-        "            self._buf = torch.empty(n, dtype=dtype, device='cuda:0')\n        return self._buf[:n]\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def reserve(self, n, dtype):
+                    held = self._buf.dtype if self._buf is not None else None
+                    if self._buf is None or n > self._buf.shape[0] or dtype != held:
+                        self._buf = torch.empty(n, dtype=dtype, device='cuda:0')
+                    return self._buf[:n]
+            """
+        ),
         # A byte buffer reinterpreted to the requested dtype.
-        "import torch\nclass M:\n    def get(self, nbytes, dtype, shape):\n        if self._ws is None or self._ws.numel() < nbytes or self._ws.device != torch.device('cuda', 0):\n"
-        "            self._ws = torch.empty(nbytes, dtype=torch.uint8, device='cuda:0')\n        return self._ws[:nbytes].view(dtype).view(shape)\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, nbytes, dtype, shape):
+                    if self._ws is None or self._ws.numel() < nbytes or self._ws.device != torch.device('cuda', 0):
+                        self._ws = torch.empty(nbytes, dtype=torch.uint8, device='cuda:0')
+                    return self._ws[:nbytes].view(dtype).view(shape)
+            """
+        ),
     )
     INVALID = (
         # A dict of lists scanned first-fit, as in the seed.
-        "import math, torch\nclass Moe:\n    pool = {}\n    @staticmethod\n    def get_empty(shape, dtype, name):\n"
-        "        for buf in Moe.pool.get(name, []):\n            if buf.numel() >= math.prod(shape):\n"
-        "                return buf[: math.prod(shape)].view(shape)  # expect\n"
-        "        new = torch.empty(shape, dtype=dtype, device='cuda')\n        Moe.pool.setdefault(name, []).append(new)\n        return new\n",
+        Invalid(
+            """
+            import math, torch
+            class Moe:
+                pool = {}
+                @staticmethod
+                def get_empty(shape, dtype, name):
+                    for buf in Moe.pool.get(name, []):
+                        if buf.numel() >= math.prod(shape):
+                            return buf[: math.prod(shape)].view(shape)  # expect
+                    new = torch.empty(shape, dtype=dtype, device='cuda')
+                    Moe.pool.setdefault(name, []).append(new)
+                    return new
+            """
+        ),
         # A dict keyed by name holding one buffer.
-        "import torch\n_BUFFERS = {}\ndef scratch(name, numel, dtype, device):\n    buf = _BUFFERS.get(name)\n"
-        "    if buf is None or buf.numel() < numel or buf.device != device:\n        buf = torch.empty(numel, dtype=dtype, device=device)\n        _BUFFERS[name] = buf\n"
-        "    return buf[:numel]  # expect\n",
+        Invalid(
+            """
+            import torch
+            _BUFFERS = {}
+            def scratch(name, numel, dtype, device):
+                buf = _BUFFERS.get(name)
+                if buf is None or buf.numel() < numel or buf.device != device:
+                    buf = torch.empty(numel, dtype=dtype, device=device)
+                    _BUFFERS[name] = buf
+                return buf[:numel]  # expect
+            """
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
         for cache in hand_written_caches(facts):
-            if cache.checks_dtype:
+            if checks_dtype(cache):
                 continue
             yield Report(
                 cache.hit_returns[0],
                 f"hand-written cache `{cache.qualname}` hands out a buffer of `{cache.container}` without checking its dtype "
                 f"against `{cache.dtype_param}`: a request of another dtype gets a tensor of the wrong dtype",
             )
+
+
+def checks_dtype(cache: HandWrittenCache) -> bool:
+    """Whether a hit can only hand out a buffer of the requested dtype: no dtype is asked
+    for, a condition compares it (`buf.dtype != dtype`, `dtype != held`), the key holds it,
+    or a byte buffer is reinterpreted as it (`buf[:n].view(dtype)`)."""
+    dtype = cache.dtype_param
+    return (
+        dtype is None
+        or ".dtype" in cache.condition_text
+        or dtype in cache.compared_names
+        or dtype in cache.key_text
+        or f".view({dtype}" in cache.returned_text
+    )

@@ -5,9 +5,14 @@ from __future__ import annotations
 import ast
 from typing import Iterator
 
-from allocaudit.auditor.caches import hand_written_caches
-from allocaudit.auditor.rules.base import Report, Rule
-from allocaudit.auditor.sites import ModuleFacts
+from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
+from allocaudit.auditor.analysis.sites import ModuleFacts
+from allocaudit.auditor.analysis.syntax import container_of
+from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
+
+# Words that, in a condition, show the cache knows about CUDA graph capture or pins buffers.
+CAPTURE_WORDS = ("capturing", "captur", "pinned", "pin", "reserved", "graph", "frozen", "freeze", "locked")
+DESTRUCTIVE_METHODS = frozenset({"pop", "popitem", "clear", "remove", "discard"})
 
 
 class CacheGraphHazard(Rule):
@@ -34,42 +39,163 @@ until `release_pinned()`.
     self._bufs[key] = bigger
 """
     VALID = (
-        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
-        "        if buf is None or buf.numel() < n:\n            if buf is not None and torch.cuda.is_current_stream_capturing():\n                self._pinned.append(buf)\n"
-        "            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, name, n, dtype, device):
+                    buf = self._bufs.get((name, dtype, device))
+                    if buf is None or buf.numel() < n:
+                        if buf is not None and torch.cuda.is_current_stream_capturing():
+                            self._pinned.append(buf)
+                        buf = torch.empty(n, dtype=dtype, device=device)
+                        self._bufs[(name, dtype, device)] = buf
+                    return buf[:n]
+            """
+        ),
         # Fills an empty slot only: nothing held is ever dropped.
-        "import torch\n_TABLES = {}\ndef table(d, dtype, device):\n    t = _TABLES.get((d, dtype, device))\n    if t is None:\n"
-        "        t = torch.empty(d, d, dtype=dtype, device=device)\n        _TABLES[(d, dtype, device)] = t\n    return t[:d]\n"
-        "def release():\n    _TABLES.clear()\n",
+        Valid(
+            """
+            import torch
+            _TABLES = {}
+            def table(d, dtype, device):
+                t = _TABLES.get((d, dtype, device))
+                if t is None:
+                    t = torch.empty(d, d, dtype=dtype, device=device)
+                    _TABLES[(d, dtype, device)] = t
+                return t[:d]
+            def release():
+                _TABLES.clear()
+            """
+        ),
         # A lazy singleton is not a reuse cache at all.
-        "import torch\n_WS = None\ndef workspace():\n    global _WS\n    if _WS is None:\n        _WS = torch.zeros(1 << 20, dtype=torch.uint8, device='cuda')\n    return _WS\n",
+        Valid(
+            """
+            import torch
+            _WS = None
+            def workspace():
+                global _WS
+                if _WS is None:
+                    _WS = torch.zeros(1 << 20, dtype=torch.uint8, device='cuda')
+                return _WS
+            """
+        ),
         # Only appends: never drops what a graph may use (AA204 is about its growth).
-        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        for buf in self.pool.get((name, dtype, device), []):\n"
-        "            if buf.numel() >= n:\n                return buf[:n]\n        new = torch.empty(n, dtype=dtype, device=device)\n"
-        "        self.pool.setdefault((name, dtype, device), []).append(new)\n        return new\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, name, n, dtype, device):
+                    for buf in self.pool.get((name, dtype, device), []):
+                        if buf.numel() >= n:
+                            return buf[:n]
+                    new = torch.empty(n, dtype=dtype, device=device)
+                    self.pool.setdefault((name, dtype, device), []).append(new)
+                    return new
+            """
+        ),
     )
     INVALID = (
         # The review's proposal: keyed, keep the largest, zero on reuse.
-        "import torch\nclass Moe:\n    pool = {}\n    @staticmethod\n    def get_empty(shape, dtype, name, n):\n"
-        "        device = torch.device('cuda', torch.cuda.current_device())\n        key = (name, dtype, device)\n"
-        "        cached = Moe.pool.get(key)\n        if cached is not None and cached.numel() >= n:\n"
-        "            view = cached[:n].view(shape)\n            view.zero_()\n            return view\n"
-        "        new = torch.zeros(shape, dtype=dtype, device=device)\n        Moe.pool[key] = new  # expect\n        return new\n",
+        Invalid(
+            """
+            import torch
+            class Moe:
+                pool = {}
+                @staticmethod
+                def get_empty(shape, dtype, name, n):
+                    device = torch.device('cuda', torch.cuda.current_device())
+                    key = (name, dtype, device)
+                    cached = Moe.pool.get(key)
+                    if cached is not None and cached.numel() >= n:
+                        view = cached[:n].view(shape)
+                        view.zero_()
+                        return view
+                    new = torch.zeros(shape, dtype=dtype, device=device)
+                    Moe.pool[key] = new  # expect
+                    return new
+            """
+        ),
         # A single buffer regrown in place, and a cache cleared on resize.
-        "import torch\nclass M:\n    def get(self, n):\n        if self._ws is None or self._ws.numel() < n:\n"
-        "            self._ws = torch.empty(n, dtype=torch.uint8, device='cuda:0')  # expect\n        return self._ws[:n]\n"
-        "    def scratch(self, name, n, device):\n        buf = self._bufs.get(name)\n        if buf is None or buf.numel() < n or buf.device != device:\n"
-        "            self._bufs.clear()  # expect\n            buf = torch.empty(n, device=device)\n            self._bufs[name] = buf\n        return buf[:n]\n",
+        Invalid(
+            """
+            import torch
+            class M:
+                def get(self, n):
+                    if self._ws is None or self._ws.numel() < n:
+                        self._ws = torch.empty(n, dtype=torch.uint8, device='cuda:0')  # expect
+                    return self._ws[:n]
+                def scratch(self, name, n, device):
+                    buf = self._bufs.get(name)
+                    if buf is None or buf.numel() < n or buf.device != device:
+                        self._bufs.clear()  # expect
+                        buf = torch.empty(n, device=device)
+                        self._bufs[name] = buf
+                    return buf[:n]
+            """
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
         for cache in hand_written_caches(facts):
-            if cache.capture_aware or not cache.drops:
+            if capture_aware(cache, facts):
                 continue
-            drop = cache.drops[0]
+            found = drops(cache, facts)
+            if not found:
+                continue
+            drop = found[0]
             what = "deletes" if isinstance(drop, ast.Delete) else "replaces" if isinstance(drop, ast.Assign) else f"calls .{drop.func.attr}() on"
             yield Report(
                 drop,
                 f"hand-written cache `{cache.qualname}` {what} a buffer of `{cache.container}` with no check of CUDA graph capture: "
                 "a captured graph keeps replaying into the freed memory",
             )
+
+
+def capture_aware(cache: HandWrittenCache, facts: ModuleFacts) -> bool:
+    """A condition of the cache knows about graph capture or pinned buffers, or the function
+    or its class says it only runs eagerly (never under graph capture)."""
+    if any(word in cache.condition_text.lower() for word in CAPTURE_WORDS):
+        return True
+    owners = [cache.function, facts.index.enclosing_class(cache.function)]
+    return any(owner is not None and "eager" in (ast.get_docstring(owner) or "").lower() for owner in owners)
+
+
+def drops(cache: HandWrittenCache, facts: ModuleFacts) -> list[ast.AST]:
+    """Where a held buffer is replaced (`C[k] = bigger`, `self._buf = bigger`), deleted,
+    popped or cleared, in source order."""
+    found: list[ast.AST] = []
+    for node in ast.walk(cache.function):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in DESTRUCTIVE_METHODS and cache.touches(node.func.value):
+                found.append(node)
+        elif isinstance(node, ast.Delete):
+            if any(cache.touches(t) for t in node.targets):
+                found.append(node)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                root = ast.unparse(container_of(target))
+                replaces_entry = isinstance(target, ast.Subscript) and (root == cache.container or root in cache.cached_names)
+                replaces_buffer = ast.unparse(target) == cache.container and not isinstance(node.value, (ast.Dict, ast.List))
+                if (replaces_entry or replaces_buffer) and not _inserts_only(node, cache.function, facts.index.parents):
+                    found.append(node)
+    found.sort(key=lambda node: (node.lineno, node.col_offset))
+    return found
+
+
+def _inserts_only(store: ast.AST, function: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """A store under `if buf is None:` / `if key not in C:` fills an empty slot; one under
+    `if buf is None or buf.numel() < n:` replaces a buffer that was too small."""
+    tests = []
+    parent = parents.get(store)
+    while parent is not None and parent is not function:
+        if isinstance(parent, ast.If):
+            tests.append(parent.test)
+        parent = parents.get(parent)
+    if not tests:
+        return False
+    for test in tests:
+        for node in ast.walk(test):
+            if isinstance(node, ast.Compare) and not all(isinstance(op, (ast.Is, ast.NotIn, ast.In, ast.IsNot)) for op in node.ops):
+                return False
+    return True

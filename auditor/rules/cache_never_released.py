@@ -5,9 +5,10 @@ from __future__ import annotations
 import ast
 from typing import Iterator
 
-from allocaudit.auditor.caches import can_release, hand_written_caches
-from allocaudit.auditor.rules.base import Report, Rule
-from allocaudit.auditor.sites import ModuleFacts
+from allocaudit.auditor.analysis.caches import hand_written_caches
+from allocaudit.auditor.analysis.sites import ModuleFacts
+from allocaudit.auditor.analysis.syntax import container_of
+from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
 
 class CacheNeverReleased(Rule):
@@ -28,20 +29,62 @@ calls. With `allocaudit.runtime`, create one `WorkspaceCache` per engine, pass i
 """
     VALID = (
         # Held on the instance: released with it.
-        "import torch\nclass M:\n    def get(self, name, n, dtype, device):\n        buf = self._bufs.get((name, dtype, device))\n"
-        "        if buf is None or buf.numel() < n:\n            buf = torch.empty(n, dtype=dtype, device=device)\n            self._bufs[(name, dtype, device)] = buf\n        return buf[:n]\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def get(self, name, n, dtype, device):
+                    buf = self._bufs.get((name, dtype, device))
+                    if buf is None or buf.numel() < n:
+                        buf = torch.empty(n, dtype=dtype, device=device)
+                        self._bufs[(name, dtype, device)] = buf
+                    return buf[:n]
+            """
+        ),
         # A global with a release function.
-        "import torch\n_POOL = {}\ndef get(name, n, dtype, device):\n    buf = _POOL.get((name, dtype, device))\n"
-        "    if buf is None or buf.numel() < n:\n        buf = torch.empty(n, dtype=dtype, device=device)\n        _POOL[(name, dtype, device)] = buf\n    return buf[:n]\n"
-        "def release():\n    _POOL.clear()\n",
+        Valid(
+            """
+            import torch
+            _POOL = {}
+            def get(name, n, dtype, device):
+                buf = _POOL.get((name, dtype, device))
+                if buf is None or buf.numel() < n:
+                    buf = torch.empty(n, dtype=dtype, device=device)
+                    _POOL[(name, dtype, device)] = buf
+                return buf[:n]
+            def release():
+                _POOL.clear()
+            """
+        ),
     )
     INVALID = (
-        "import math, torch\nclass Moe:\n    pool = {}  # expect\n    @staticmethod\n    def get_empty(shape, dtype, name, device):\n"
-        "        for buf in Moe.pool.get((name, dtype, device), []):\n            if buf.numel() >= math.prod(shape):\n"
-        "                return buf[: math.prod(shape)].view(shape)\n"
-        "        new = torch.empty(shape, dtype=dtype, device=device)\n        Moe.pool.setdefault((name, dtype, device), []).append(new)\n        return new\n",
-        "import torch\n_POOL: dict = {}  # expect\ndef get(name, n, dtype, device):\n    buf = _POOL.get((name, dtype, device))\n"
-        "    if buf is None or buf.numel() < n:\n        buf = torch.empty(n, dtype=dtype, device=device)\n        _POOL[(name, dtype, device)] = buf\n    return buf[:n]\n",
+        Invalid(
+            """
+            import math, torch
+            class Moe:
+                pool = {}  # expect
+                @staticmethod
+                def get_empty(shape, dtype, name, device):
+                    for buf in Moe.pool.get((name, dtype, device), []):
+                        if buf.numel() >= math.prod(shape):
+                            return buf[: math.prod(shape)].view(shape)
+                    new = torch.empty(shape, dtype=dtype, device=device)
+                    Moe.pool.setdefault((name, dtype, device), []).append(new)
+                    return new
+            """
+        ),
+        Invalid(
+            """
+            import torch
+            _POOL: dict = {}  # expect
+            def get(name, n, dtype, device):
+                buf = _POOL.get((name, dtype, device))
+                if buf is None or buf.numel() < n:
+                    buf = torch.empty(n, dtype=dtype, device=device)
+                    _POOL[(name, dtype, device)] = buf
+                return buf[:n]
+            """
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
@@ -62,10 +105,31 @@ calls. With `allocaudit.runtime`, create one `WorkspaceCache` per engine, pass i
     def _definition(facts: ModuleFacts, cache):
         """The line that creates the container: its class-level or module-level assignment."""
         name = cache.container.rpartition(".")[2]
-        scopes = [facts.tree.body] + [n.body for n in facts.tree.body if isinstance(n, ast.ClassDef)]
+        scopes = [facts.index.tree.body] + [n.body for n in facts.index.tree.body if isinstance(n, ast.ClassDef)]
         for body in scopes:
             for stmt in body:
                 targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
                 if any(isinstance(t, ast.Name) and t.id == name for t in targets):
                     return stmt
         return None
+
+
+def can_release(facts: ModuleFacts, container: str) -> bool:
+    """Whether anything in the module can release a class-level or global cache: a
+    `.clear()`/`.pop()`, a `del`, or an assignment inside a function."""
+    attribute = "." + container.rpartition(".")[2]
+
+    def names_it(node: ast.AST) -> bool:
+        text = ast.unparse(node)
+        return text == container or text.endswith(attribute)
+
+    for node in ast.walk(facts.index.tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("clear", "pop", "popitem"):
+            if names_it(node.func.value):
+                return True
+        elif isinstance(node, ast.Delete) and any(names_it(container_of(t)) for t in node.targets):
+            return True
+        elif isinstance(node, ast.Assign) and not isinstance(facts.index.parents.get(node), (ast.ClassDef, ast.Module)):
+            if any(names_it(t) for t in node.targets):
+                return True
+    return False

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from allocaudit.auditor.rules.base import Report, Rule, evidence
-from allocaudit.auditor.sites import ESCAPES, ModuleFacts
+from allocaudit.auditor.analysis.sites import ESCAPES, ModuleFacts
+from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid, evidence
 
 
 class EscapingAllocation(Rule):
@@ -30,20 +30,47 @@ passing an output buffer in (the `out=` idiom), and allocate that buffer once.
         return out
 """
     VALID = (
-        "import torch\ndef forward(x):\n    ws = torch.empty(4, device='cuda')\n    kernel(x, ws)\n",
+        Valid(
+            """
+            import torch
+            def forward(x):
+                ws = torch.empty(4, device='cuda')
+                kernel(x, ws)
+            """
+        ),
     )
     INVALID = (
-        "import torch\nclass M:\n"
-        "    def forward(self, x, out=None):\n"
-        "        if out is None:\n            out = torch.empty_like(x)  # expect\n"
-        "        self.last = torch.zeros(4, device='cuda')  # expect\n"
-        "        a = b = torch.empty(4, device='cuda')  # expect\n"
-        "        self.history.append(b.view(2, 2))\n"
-        "        c = torch.empty(4, device='cuda')  # expect\n"
-        "        def reader():\n            return c\n"
-        "        self.callbacks.append(reader)\n"
-        "        kernel(x, out)\n        return out\n"
-        "    def steps(self, n):\n        for _ in range(n):\n            yield torch.empty(n, device='cuda')  # expect\n",
+        Invalid(
+            """
+            import torch
+            class M:
+                def forward(self, x, out=None):
+                    if out is None:
+                        out = torch.empty_like(x)  # expect
+                    self.last = torch.zeros(4, device='cuda')  # expect
+                    a = b = torch.empty(4, device='cuda')  # expect
+                    self.history.append(b.view(2, 2))
+                    c = torch.empty(4, device='cuda')  # expect
+                    def reader():
+                        return c
+                    self.callbacks.append(reader)
+                    kernel(x, out)
+                    return out
+                def steps(self, n):
+                    for _ in range(n):
+                        yield torch.empty(n, device='cuda')  # expect
+            """
+        ),
+        # `out=` returns the very buffer.
+        Invalid(
+            """
+            import torch
+            def forward(a, b):
+                ws = torch.empty(4, device='cuda')  # expect
+                return torch.mm(a, b, out=ws)
+            """,
+            site_class="escapes",
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:

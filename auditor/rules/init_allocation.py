@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from allocaudit.auditor.rules.base import Report, Rule, evidence
-from allocaudit.auditor.sites import INIT, ModuleFacts
+from allocaudit.auditor.analysis.sites import INIT, ModuleFacts
+from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid, evidence
 
 
 class InitAllocation(Rule):
@@ -30,16 +30,32 @@ Fix: none needed. If a "set-up" function actually runs every step, add its name 
             self.w13 = torch.empty(E, 2 * I, H, device="cuda")   # AA103
 """
     VALID = (
-        "import torch\ndef forward(x):\n    ws = torch.empty(4, device='cuda')\n    kernel(x, ws)\n",
+        Valid(
+            """
+            import torch
+            def forward(x):
+                ws = torch.empty(4, device='cuda')
+                kernel(x, ws)
+            """
+        ),
     )
     INVALID = (
-        "import torch\nTABLE = torch.zeros(16, device='cuda')  # expect\n"
-        "class M:\n"
-        "    def __init__(self):\n        self.w = torch.empty(4, device='cuda')  # expect\n"
-        "    def load_weights(self, w):\n        tmp = torch.empty(4, device='cuda')  # expect\n        tmp.copy_(w)\n"
-        "    def forward(self, x):\n"
-        "        if not hasattr(self, '_ws'):\n            self._ws = torch.empty(8, device='cuda')  # expect\n"
-        "        kernel(x, self._ws)\n",
+        Invalid(
+            """
+            import torch
+            TABLE = torch.zeros(16, device='cuda')  # expect
+            class M:
+                def __init__(self):
+                    self.w = torch.empty(4, device='cuda')  # expect
+                def load_weights(self, w):
+                    tmp = torch.empty(4, device='cuda')  # expect
+                    tmp.copy_(w)
+                def forward(self, x):
+                    if not hasattr(self, '_ws'):
+                        self._ws = torch.empty(8, device='cuda')  # expect
+                    kernel(x, self._ws)
+            """
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:

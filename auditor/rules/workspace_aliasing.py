@@ -6,21 +6,15 @@ import ast
 from fnmatch import fnmatchcase
 from typing import Iterator, Optional
 
-from allocaudit.auditor.caches import hand_written_caches
-from allocaudit.auditor.escapes import unparse
-from allocaudit.auditor.rules.base import Report, Rule
-from allocaudit.auditor.sites import ModuleFacts
+from allocaudit.auditor.analysis.caches import hand_written_caches
+from allocaudit.auditor.analysis.sites import ModuleFacts
+from allocaudit.auditor.analysis.syntax import positional_parameters, root_name, unparse
+from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
 # Callees that hand out a cached buffer by name.
 CACHE_GETTERS = ("*get_empty*", "*get_buffer*", "*get_cached*", "*cached_workspace*")
 NAME_KEYWORDS = ("cache_name", "name", "key", "buffer_name")
 MANAGER_METHODS = frozenset({"get", "get_buffer", "get_workspace"})
-
-
-def _root_name(expr: ast.AST) -> Optional[str]:
-    while isinstance(expr, (ast.Attribute, ast.Subscript, ast.Call)):
-        expr = expr.func if isinstance(expr, ast.Call) else expr.value
-    return expr.id if isinstance(expr, ast.Name) else None
 
 
 WORKSPACE_WORDS = ("workspace", "cache", "buf", "scratch")
@@ -34,11 +28,11 @@ def _is_workspace_buffer(facts: ModuleFacts, call: ast.Call, arg: ast.AST) -> bo
     text = unparse(arg).lower()
     if any(word in text for word in WORKSPACE_WORDS) or "ws" in text.replace(".", "_").split("_"):
         return True
-    function = facts.analyzer.owner(call)
+    function = facts.index.owner(call)
     if function is None or not isinstance(arg, ast.Name):
         return False
-    values = facts.analyzer.flow(function).stores.get(arg.id, [])
-    return bool(values) and all(isinstance(v, ast.Call) and facts.analyzer.factory_of(v) for v in values)
+    values = facts.effects.flow(function).stores.get(arg.id, [])
+    return bool(values) and all(isinstance(v, ast.Call) and facts.index.factory_of(v) for v in values)
 
 
 def _may_return_a_view(facts: ModuleFacts, call: ast.Call) -> bool:
@@ -46,12 +40,12 @@ def _may_return_a_view(facts: ModuleFacts, call: ast.Call) -> bool:
     return an expression rooted at one of its parameters?"""
     func = call.func
     name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
-    candidates = [facts.analyzer.module_functions.get(name)] + [fn for (_, n), fn in facts.analyzer.methods.items() if n == name]
+    candidates = [facts.index.module_function(name), *facts.index.methods_named(name)]
     for fn in candidates:
         if fn is None:
             continue
-        params = {a.arg for a in fn.args.args}
-        if any(isinstance(r, ast.Return) and r.value is not None and _root_name(r.value) in params for r in ast.walk(fn)):
+        params = set(positional_parameters(fn))
+        if any(isinstance(r, ast.Return) and r.value is not None and root_name(r.value) in params for r in ast.walk(fn)):
             return True
     return False
 
@@ -79,33 +73,77 @@ finds the aliasing at run time and names both call sites.
     kernel(a, b)
 """
     VALID = (
-        "def forward(x):\n    a = get_empty((4,), dt, cache_name='moe.a')\n    b = get_empty((4,), dt, cache_name='moe.b')\n    kernel(a, b)\n",
+        Valid(
+            """
+            def forward(x):
+                a = get_empty((4,), dt, cache_name='moe.a')
+                b = get_empty((4,), dt, cache_name='moe.b')
+                kernel(a, b)
+            """
+        ),
         # The first result is dead before the second request.
-        "def forward(x):\n    a = get_empty((4,), dt, cache_name='moe.ws')\n    kernel(a)\n    b = get_empty((8,), dt, cache_name='moe.ws')\n    kernel(b)\n",
-        "def resize(x, shape):\n    return x.flatten()[: shape[0]].view(*shape)\n"
-        "def forward(ws, y):\n    a = resize(ws, (4,))\n    b = resize(y, (4,))\n    k(a, b)\n",
+        Valid(
+            """
+            def forward(x):
+                a = get_empty((4,), dt, cache_name='moe.ws')
+                kernel(a)
+                b = get_empty((8,), dt, cache_name='moe.ws')
+                kernel(b)
+            """
+        ),
+        Valid(
+            """
+            def resize(x, shape):
+                return x.flatten()[: shape[0]].view(*shape)
+            def forward(ws, y):
+                a = resize(ws, (4,))
+                b = resize(y, (4,))
+                k(a, b)
+            """
+        ),
     )
     INVALID = (
-        "from allocaudit.runtime import get_empty\n"
-        "def forward(x, dt):\n    a = get_empty((4,), dt, cache_name='moe.ws')\n    b = get_empty((8,), dt, device='cuda', cache_name='moe.ws')  # expect\n    kernel(a, b)\n",
+        Invalid(
+            """
+            from allocaudit.runtime import get_empty
+            def forward(x, dt):
+                a = get_empty((4,), dt, cache_name='moe.ws')
+                b = get_empty((8,), dt, device='cuda', cache_name='moe.ws')  # expect
+                kernel(a, b)
+            """
+        ),
         # A _resize_cache-style helper applied twice to one buffer.
-        "def resize_cache(x, shape):\n    return x.flatten()[: shape[0] * shape[1]].view(*shape)\n"
-        "def experts(ws, m, n, k):\n    c1 = resize_cache(ws, (m, n))\n    c3 = resize_cache(ws, (m, k))  # expect\n    gemm(c1, c3)\n",
+        Invalid(
+            """
+            def resize_cache(x, shape):
+                return x.flatten()[: shape[0] * shape[1]].view(*shape)
+            def experts(ws, m, n, k):
+                c1 = resize_cache(ws, (m, n))
+                c3 = resize_cache(ws, (m, k))  # expect
+                gemm(c1, c3)
+            """
+        ),
         # A workspace manager asked twice.
-        "def attention(self, q):\n    s = self.workspace.get((q.shape[0], 64), q.dtype)\n"
-        "    p = self.workspace.get((q.shape[0], 64), q.dtype)  # expect\n    softmax(s, out=p)\n",
+        Invalid(
+            """
+            def attention(self, q):
+                s = self.workspace.get((q.shape[0], 64), q.dtype)
+                p = self.workspace.get((q.shape[0], 64), q.dtype)  # expect
+                softmax(s, out=p)
+            """
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
         cache_functions = {cache.function.name for cache in hand_written_caches(facts)}
         by_function: dict[ast.AST, list[tuple[str, ast.Call]]] = {}
-        for call in facts.analyzer.calls:
+        for call in facts.index.calls:
             key = self._request_key(facts, call, cache_functions)
-            function = facts.analyzer.owner(call)
+            function = facts.index.owner(call)
             if key is not None and function is not None:
                 by_function.setdefault(function, []).append((key, call))
         for function, requests in by_function.items():
-            flow = facts.analyzer.flow(function)
+            flow = facts.effects.flow(function)
             seen: dict[str, tuple[ast.Call, str]] = {}
             for key, call in sorted(requests, key=lambda kc: (kc[1].lineno, kc[1].col_offset)):
                 first = seen.get(key)
@@ -134,16 +172,16 @@ finds the aliasing at run time and names both call sites.
             return f"{callee}|workspace manager `{unparse(func.value)}`"
         local = None
         if call.args and _is_workspace_buffer(facts, call, call.args[0]) and _may_return_a_view(facts, call):
-            local = facts.analyzer._local_callee(call)
+            local = facts.index.local_callee(call)
         if local is not None:
-            first_param = facts.analyzer._parameter_for(local, call, call.args[0])
-            if first_param is not None and facts.analyzer._summary(local, first_param, callee).kind == "returns":
+            first_param = facts.index.parameter_for(local, call, call.args[0])
+            if first_param is not None and facts.effects.summary(local, first_param, callee).kind == "returns":
                 return f"{callee}|views of `{unparse(call.args[0])}`"
         return None
 
     @staticmethod
     def _bound_name(facts: ModuleFacts, call: ast.Call) -> Optional[str]:
-        parent = facts.parents.get(call)
+        parent = facts.index.parents.get(call)
         if isinstance(parent, ast.Assign) and len(parent.targets) == 1 and isinstance(parent.targets[0], ast.Name):
             return parent.targets[0].id
         return None

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from allocaudit.auditor.rules.base import Report, Rule, evidence
-from allocaudit.auditor.sites import WORKSPACE, ModuleFacts
+from allocaudit.auditor.analysis.sites import WORKSPACE, ModuleFacts
+from allocaudit.auditor.rules.base import FixAvailability, Invalid, Report, Rule, Valid, evidence
 
 
 class WorkspaceAllocation(Rule):
+    """Fix safety: the rewrite to `get_empty` keeps what the call allocates (shape, dtype and
+    device as written, zeros where `torch.zeros` gave zeros) and is offered only for sites
+    that die within the call (`allocaudit.auditor.analysis.fixability` says which forms keep
+    their meaning exactly, and why the others do not). The runtime then guards what static
+    analysis cannot see: it never hands out memory a live tensor still uses."""
+
     CODE = "AA101"
     NAME = "per-call-cuda-workspace"
     SUMMARY = "CUDA workspace allocated on every call; reuse it with get_empty"
+    FIX = FixAvailability.SOMETIMES
     EXPLAIN = """\
 Why: a per-call function (a MoE layer's forward, a kernel wrapper) allocates a CUDA
 tensor that dies before the call returns. Every step pays the caching allocator again,
@@ -40,52 +47,403 @@ memory_format=torch.contiguous_format.
 """
     VALID = (
         # Not CUDA, or the default device.
-        "import torch\ndef forward(x):\n    a = torch.empty(4, device='cpu')\n    b = torch.zeros(4)\n    kernel(a, b)\n",
+        Valid(
+            """
+            import torch
+            def forward(x):
+                a = torch.empty(4, device='cpu')
+                b = torch.zeros(4)
+                kernel(a, b)
+            """
+        ),
         # Returned or stored: escapes, not a workspace.
-        "import torch\ndef forward(x):\n    out = torch.empty_like(x)\n    kernel(x, out)\n    return out\n",
-        "import torch\nclass M:\n    def forward(self, x):\n        self.buf = torch.empty(4, device='cuda')\n",
+        Valid(
+            """
+            import torch
+            def forward(x):
+                out = torch.empty_like(x)
+                kernel(x, out)
+                return out
+            """
+        ),
+        Valid(
+            """
+            import torch
+            class M:
+                def forward(self, x):
+                    self.buf = torch.empty(4, device='cuda')
+            """
+        ),
         # Set-up code runs once.
-        "import torch\nclass M:\n    def __init__(self):\n        w = torch.empty(4, device='cuda')\n        self.w = w * 2\n"
-        "    def create_weights(self, n):\n        scratch = torch.zeros(n, device='cuda')\n        fill(scratch)\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def __init__(self):
+                    w = torch.empty(4, device='cuda')
+                    self.w = w * 2
+                def create_weights(self, n):
+                    scratch = torch.zeros(n, device='cuda')
+                    fill(scratch)
+            """
+        ),
         # One-off lazy init.
-        "import torch\nclass M:\n    def forward(self, x):\n        if self._ws is None:\n            self._ws = torch.empty(8, device='cuda')\n        kernel(x, self._ws)\n",
+        Valid(
+            """
+            import torch
+            class M:
+                def forward(self, x):
+                    if self._ws is None:
+                        self._ws = torch.empty(8, device='cuda')
+                    kernel(x, self._ws)
+            """
+        ),
         # `torch` shadowed by a parameter is not torch.
-        "def forward(torch, x):\n    ws = torch.empty(4, device='cuda')\n    kernel(x, ws)\n",
+        Valid(
+            """
+            def forward(torch, x):
+                ws = torch.empty(4, device='cuda')
+                kernel(x, ws)
+            """
+        ),
         # Fake kernels run on fake tensors while tracing.
-        "import torch\n@torch.library.register_fake('moe::gemm')\ndef _(x):\n    ws = torch.empty(4, device=x.device)\n    return x\n"
-        "def gemm_fake(x):\n    tmp = torch.empty(4, device=x.device)\n    return x\n",
+        Valid(
+            """
+            import torch
+            @torch.library.register_fake('moe::gemm')
+            def _(x):
+                ws = torch.empty(4, device=x.device)
+                return x
+            def gemm_fake(x):
+                tmp = torch.empty(4, device=x.device)
+                return x
+            """
+        ),
     )
     INVALID = (
         # Literal devices, aliases and separate-int / tuple / list / starred shapes.
-        "import torch\nimport torch as th\nfrom torch import empty as E\n"
-        "def forward(x, m):\n"
-        "    a = torch.zeros(m, 4096, dtype=torch.bfloat16, device='cuda')  # expect\n"
-        "    b = th.empty((m, 4096), device='cuda:1')  # expect\n"
-        "    c = E([m, 8], device=torch.device('cuda', 0))  # expect\n"
-        "    d = torch.empty(*x.shape, device=f'cuda:{x.device.index}')  # expect\n"
-        "    e = torch.empty(x.shape, device=torch.cuda.current_device())  # expect\n"
-        "    kernel(x, a, b, c, d, e)\n",
+        Invalid(
+            """
+            import torch
+            import torch as th
+            from torch import empty as E
+            def forward(x, m):
+                a = torch.zeros(m, 4096, dtype=torch.bfloat16, device='cuda')  # expect
+                b = th.empty((m, 4096), device='cuda:1')  # expect
+                c = E([m, 8], device=torch.device('cuda', 0))  # expect
+                d = torch.empty(*x.shape, device=f'cuda:{x.device.index}')  # expect
+                e = torch.empty(x.shape, device=torch.cuda.current_device())  # expect
+                kernel(x, a, b, c, d, e)
+            """
+        ),
         # Inherited and variable devices, new_* and a local alias of several factories.
-        "import torch\n"
-        "def forward(x, device, deterministic):\n"
-        "    init = torch.zeros if deterministic else torch.empty\n"
-        "    a = init((4,), device='cuda')  # expect\n"
-        "    b = x.new_zeros(4, 4)  # expect\n"
-        "    c = torch.empty(4, device=device)  # expect\n"
-        "    dev = x.device\n"
-        "    d = torch.empty(torch.Size([4, 4]), device=dev)  # expect\n"
-        "    kernel(a, b, c, d)\n",
+        Invalid(
+            """
+            import torch
+            def forward(x, device, deterministic):
+                init = torch.zeros if deterministic else torch.empty
+                a = init((4,), device='cuda')  # expect
+                b = x.new_zeros(4, 4)  # expect
+                c = torch.empty(4, device=device)  # expect
+                dev = x.device
+                d = torch.empty(torch.Size([4, 4]), device=dev)  # expect
+                kernel(a, b, c, d)
+            """
+        ),
         # Workspace helpers return scratch buffers to their caller.
-        "import torch\nclass DeepGemmMoE:\n    def get_workspace(self, m_max, dtype):\n"
-        "        ws0 = torch.empty((32, m_max, 4096), dtype=torch.float8_e4m3fn, device='cuda')  # expect\n"
-        "        ws1 = torch.empty((32, m_max, 3072), dtype=dtype, device='cuda')  # expect\n"
-        "        return {'workspace_0': ws0, 'workspace_1': ws1}\n",
+        Invalid(
+            """
+            import torch
+            class DeepGemmMoE:
+                def get_workspace(self, m_max, dtype):
+                    ws0 = torch.empty((32, m_max, 4096), dtype=torch.float8_e4m3fn, device='cuda')  # expect
+                    ws1 = torch.empty((32, m_max, 3072), dtype=dtype, device='cuda')  # expect
+                    return {'workspace_0': ws0, 'workspace_1': ws1}
+            """
+        ),
         # Loops, comprehensions and moved allocations; `with torch.device`.
-        "import torch\ndef forward(chunks, n):\n"
-        "    for c in chunks:\n        tmp = torch.empty(n, device='cuda')  # expect\n        kernel(c, tmp)\n"
-        "    bufs = [torch.zeros(n, device='cuda') for _ in chunks]  # expect\n    kernel(*bufs)\n"
-        "    host = torch.empty(n).cuda()  # expect\n    kernel(host)\n"
-        "    with torch.device('cuda'):\n        scratch = torch.empty(n)  # expect\n        kernel(scratch)\n",
+        Invalid(
+            """
+            import torch
+            def forward(chunks, n):
+                for c in chunks:
+                    tmp = torch.empty(n, device='cuda')  # expect
+                    kernel(c, tmp)
+                bufs = [torch.zeros(n, device='cuda') for _ in chunks]  # expect
+                kernel(*bufs)
+                host = torch.empty(n).cuda()  # expect
+                kernel(host)
+                with torch.device('cuda'):
+                    scratch = torch.empty(n)  # expect
+                    kernel(scratch)
+            """
+        ),
+        # Every shape form is carried into get_empty as written.
+        Invalid(
+            """
+            import torch
+            def forward(x, m, shape, rest, big):
+                a = torch.empty((m, 4), device='cuda')  # expect
+                b = torch.empty([m, 4], device='cuda')  # expect
+                c = torch.empty((m), device='cuda')  # expect
+                d = torch.empty(m, 4, device='cuda')  # expect
+                e = torch.empty(*shape, device='cuda')  # expect
+                f = torch.empty(m, *rest, device='cuda')  # expect
+                g = torch.empty(x.shape, device='cuda')  # expect
+                h = torch.empty(torch.Size([m, 4]), device='cuda')  # expect
+                i = torch.empty(shape, device='cuda')  # expect
+                j = torch.empty((m, 4) if big else (4, m), device='cuda')  # expect
+                k = torch.empty(size=(m, 4), device='cuda')  # expect
+                kernel(a, b, c, d, e, f, g, h, i, j, k)
+            """,
+            site_class="workspace",
+            fixable=True,
+            fix="""
+            import torch
+            from allocaudit.runtime import get_empty
+            def forward(x, m, shape, rest, big):
+                a = get_empty((m, 4), torch.get_default_dtype(), device='cuda', cache_name="case.forward.a", zero=False)  # expect
+                b = get_empty([m, 4], torch.get_default_dtype(), device='cuda', cache_name="case.forward.b", zero=False)  # expect
+                c = get_empty((m), torch.get_default_dtype(), device='cuda', cache_name="case.forward.c", zero=False)  # expect
+                d = get_empty((m, 4), torch.get_default_dtype(), device='cuda', cache_name="case.forward.d", zero=False)  # expect
+                e = get_empty((*shape,), torch.get_default_dtype(), device='cuda', cache_name="case.forward.e", zero=False)  # expect
+                f = get_empty((m, *rest), torch.get_default_dtype(), device='cuda', cache_name="case.forward.f", zero=False)  # expect
+                g = get_empty(x.shape, torch.get_default_dtype(), device='cuda', cache_name="case.forward.g", zero=False)  # expect
+                h = get_empty(torch.Size([m, 4]), torch.get_default_dtype(), device='cuda', cache_name="case.forward.h", zero=False)  # expect
+                i = get_empty(shape, torch.get_default_dtype(), device='cuda', cache_name="case.forward.i", zero=False)  # expect
+                j = get_empty((m, 4) if big else (4, m), torch.get_default_dtype(), device='cuda', cache_name="case.forward.j", zero=False)  # expect
+                k = get_empty((m, 4), torch.get_default_dtype(), device='cuda', cache_name="case.forward.k", zero=False)  # expect
+                kernel(a, b, c, d, e, f, g, h, i, j, k)
+            """,
+        ),
+        # Consumed by kernels, local containers, `out=` and views: dead by the end of the call.
+        Invalid(
+            """
+            import torch
+            def forward1(x):
+                ws = torch.empty(4, device='cuda')  # expect
+                kernel(x, ws)
+                return x
+            def forward2(x):
+                ws = torch.empty(4, device='cuda')  # expect
+                local = []
+                local.append(ws)
+                kernel(*local)
+            def forward3(x):
+                ws = torch.empty(4, device='cuda')  # expect
+                kernel(out=ws)
+                return ws.sum()
+            def forward4(x):
+                ws = torch.empty(4, device='cuda')  # expect
+                y = ws.view(2, 2)
+                kernel(y)
+            def scatter_rows(src, order, out):
+                tmp = src.new_zeros(src.shape)  # expect
+                tmp[order] = src
+                src = tmp[order]
+                out.copy_(src)
+            """,
+            site_class="workspace",
+        ),
+        # Rewritten only where get_empty keeps the meaning exactly: a literal zero fill, a
+        # contiguous *_like, the default requires_grad.
+        Invalid(
+            """
+            import torch
+            def forward(x):
+                a = torch.full((4,), 0, device='cuda')  # expect
+                b = torch.zeros_like(x, memory_format=torch.contiguous_format)  # expect
+                c = torch.empty(4, device='cuda', requires_grad=False)  # expect
+                kernel(a, b, c)
+            """,
+            fixable=True,
+            fix="""
+            import torch
+            from allocaudit.runtime import get_empty
+            def forward(x):
+                a = get_empty((4,), torch.int64, device='cuda', cache_name="case.forward.a", zero=True)  # expect
+                b = get_empty(x.shape, x.dtype, device=x.device, cache_name="case.forward.b", zero=True)  # expect
+                c = get_empty(4, torch.get_default_dtype(), device='cuda', cache_name="case.forward.c", zero=False)  # expect
+                kernel(a, b, c)
+            """,
+        ),
+        # A buffer used within each iteration of a loop is one buffer, reused.
+        Invalid(
+            """
+            import torch
+            def chunks(x, g):
+                for c in x.split(g):
+                    tmp = torch.empty(c.shape, device='cuda')  # expect
+                    k(c, tmp)
+            """,
+            fixable=True,
+        ),
+        # torch functions return new tensors: passing the buffer to one leaves it a workspace.
+        Invalid(
+            """
+            import torch
+            def forward(x):
+                ws = torch.empty(x.shape, device='cuda')  # expect
+                return torch.cat([x, ws])
+            """,
+            fixable=True,
+        ),
+        # An alias of several factories: which one runs is decided at run time.
+        Invalid(
+            """
+            import torch
+            def forward(x, det):
+                init = torch.zeros if det else torch.empty
+                ws = init(4, device='cuda')  # expect
+                k(ws)
+            """,
+            message="`torch.empty|torch.zeros` allocates a CUDA workspace",
+            fixable=False,
+            reason="the callee is an alias of several factories",
+        ),
+        # Arguments get_empty cannot carry.
+        Invalid(
+            """
+            import torch
+            def forward(x):
+                ws = torch.empty(4, device='cuda', requires_grad=True)  # expect
+                k(ws)
+            """,
+            fixable=False,
+            reason="`requires_grad=`: a reused buffer cannot carry autograd state",
+        ),
+        Invalid(
+            """
+            import torch
+            def forward(x, flag):
+                ws = torch.empty(4, device='cuda', pin_memory=flag)  # expect
+                k(ws)
+            """,
+            fixable=False,
+            reason="`pin_memory=`: pinned host memory is not a device workspace",
+        ),
+        Invalid(
+            """
+            import torch
+            def forward(x, kw):
+                ws = torch.empty(4, device='cuda', **kw)  # expect
+                k(ws)
+            """,
+            fixable=False,
+            reason="`**kwargs` hides some arguments",
+        ),
+        Invalid(
+            """
+            import torch
+            def forward(x):
+                ws = torch.empty(4, device='cuda', layout=torch.sparse_coo)  # expect
+                k(ws)
+            """,
+            fixable=False,
+            reason="non-strided `layout=`",
+        ),
+        # Fills and layouts get_empty does not make.
+        Invalid(
+            """
+            import torch
+            def forward(x):
+                ws = torch.ones(4, device='cuda')  # expect
+                k(ws)
+            """,
+            fixable=False,
+            reason="filled with ones: get_empty only zero-fills",
+        ),
+        Invalid(
+            """
+            import torch
+            def forward(x):
+                ws = torch.full((4,), 7, device='cuda')  # expect
+                k(ws)
+            """,
+            fixable=False,
+            reason="filled with a value other than a literal zero",
+        ),
+        Invalid(
+            """
+            import torch
+            def forward(x):
+                ws = torch.empty_strided((4,), (1,), device='cuda')  # expect
+                k(ws)
+            """,
+            fixable=False,
+            reason="explicit strides: get_empty returns contiguous tensors",
+        ),
+        Invalid(
+            """
+            import torch
+            def forward(x):
+                ws = torch.empty_like(x)  # expect
+                k(ws)
+            """,
+            fixable=False,
+            reason="the result follows the input's memory format: add memory_format=torch.contiguous_format if the input is contiguous",
+        ),
+        # A size of zero is a placeholder, not a workspace.
+        Invalid(
+            """
+            import torch
+            def forward(d):
+                empty = torch.empty(0, device='cuda')  # expect
+                k(d.get('x', empty))
+            """,
+            fixable=False,
+            reason="allocates nothing (a size of zero)",
+        ),
+        # The result of an unknown call may be the buffer itself.
+        Invalid(
+            """
+            import torch
+            def forward(x):
+                out = torch.empty(x.shape, device='cuda')  # expect
+                return external_kernel(x, out)
+            """,
+            fixable=False,
+            reason="passed to `external_kernel(...)`, whose result is returned: it may be this buffer",
+        ),
+        # Reached from a custom-op implementation: the op's contract plans its memory.
+        Invalid(
+            """
+            import torch
+            def helper(x):
+                ws = torch.empty(4, device='cuda')  # expect
+                k(x, ws)
+            def op_impl(x):
+                helper(x)
+            direct_register_custom_op('op', op_impl)
+            """,
+            fixable=False,
+            reason="reached from custom-op implementation `op_impl`",
+        ),
+        # One buffer per site would alias buffers that are alive together.
+        Invalid(
+            """
+            import torch
+            def gather(x, g):
+                parts = [torch.empty(x.shape, device='cuda') for _ in range(g)]  # expect
+                all_gather(parts, x)
+                return torch.cat(parts)
+            """,
+            fixable=False,
+            reason="one buffer per site: the elements of a comprehension are alive together and would alias",
+        ),
+        Invalid(
+            """
+            import torch
+            def gather(x, g):
+                parts = []
+                for _ in range(g):
+                    parts.append(torch.empty(x.shape, device='cuda'))  # expect
+                all_gather(parts, x)
+                return torch.cat(parts)
+            """,
+            fixable=False,
+            reason="collected in `parts` across iterations: one buffer per site would alias",
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:

@@ -1,41 +1,57 @@
-"""Every rule's own VALID and INVALID cases, one test each (the rule module holds them)."""
+"""Every rule's own Valid and Invalid cases, one test each (the rule module holds them)."""
 
 import pytest
 
 from allocaudit.auditor.engine import scan_source
-from allocaudit.auditor.rules import ALL_RULES
+from allocaudit.auditor.rules import ALL_RULES, FixAvailability
+from allocaudit.auditor.rules.base import Invalid, Valid
 from allocaudit.auditor.settings import Settings
+from allocaudit.rewrites.fix import fix_source
 
 
 def _cases(kind):
-    return list(_iter_cases(kind))
+    return [
+        pytest.param(rule, case, id=f"{rule.CODE}-{kind.lower()}-{i}")
+        for rule in ALL_RULES
+        for i, case in enumerate(getattr(rule, kind))
+    ]
 
 
-def _iter_cases(kind):
-    for rule in ALL_RULES:
-        for i, source in enumerate(getattr(rule, kind)):
-            yield pytest.param(rule, source, id=f"{rule.CODE}-{kind.lower()}-{i}")
-
-
-def _lines(rule, source):
-    findings = scan_source("case.py", source.encode(), Settings(select=(rule.CODE,)))
-    return sorted(f.line for f in findings if f.code == rule.CODE)
+def _findings(rule, path, code):
+    return [f for f in scan_source(str(path), code.encode(), Settings(select=(rule.CODE,))) if f.code == rule.CODE]
 
 
 def test_every_rule_has_cases_and_docs():
     for rule in ALL_RULES:
         assert rule.VALID and rule.INVALID, rule.CODE
+        assert all(isinstance(c, Valid) for c in rule.VALID) and all(isinstance(c, Invalid) for c in rule.INVALID), rule.CODE
         assert rule.SUMMARY and "\n" not in rule.SUMMARY, rule.CODE
         assert "Why:" in rule.EXPLAIN and "Fix:" in rule.EXPLAIN, rule.CODE
 
 
-@pytest.mark.parametrize("rule, source", _cases("VALID"))
-def test_valid_case_is_not_flagged(rule, source):
-    assert _lines(rule, source) == []
+@pytest.mark.parametrize("rule, case", _cases("VALID"))
+def test_valid_case_is_not_flagged(rule, case, tmp_path):
+    assert _findings(rule, tmp_path / "case.py", case.code) == []
 
 
-@pytest.mark.parametrize("rule, source", _cases("INVALID"))
-def test_invalid_case_flags_exactly_the_marked_lines(rule, source):
-    expected = [n for n, line in enumerate(source.splitlines(), 1) if line.rstrip().endswith("# expect")]
-    assert expected, "an INVALID case must mark at least one line with `# expect`"
-    assert _lines(rule, source) == expected
+@pytest.mark.parametrize("rule, case", _cases("INVALID"))
+def test_invalid_case_flags_exactly_the_marked_lines_as_stated(rule, case, tmp_path):
+    path = tmp_path / "case.py"  # a folder without __init__.py: the fix's cache names start with "case."
+    expected = [n for n, line in enumerate(case.code.splitlines(), 1) if line.rstrip().endswith("# expect")]
+    assert expected, "an Invalid case must mark at least one line with `# expect`"
+    findings = _findings(rule, path, case.code)
+    assert [f.line for f in findings] == expected
+    for f in findings:
+        if case.message is not None:
+            assert case.message in f.message
+        if case.site_class is not None:
+            assert f.site_class == case.site_class
+        if case.fixable is not None:
+            assert f.fixable == case.fixable
+        if case.reason is not None:
+            assert f.not_fixable_reason == case.reason
+        if rule.FIX is FixAvailability.NONE:
+            assert not f.fixable and f.not_fixable_reason is None, "a rule without a fix marks nothing fixable"
+    if case.fix is not None:
+        fixed = fix_source(str(path), case.code, findings)
+        assert (case.code if fixed.text is None else fixed.text) == case.fix

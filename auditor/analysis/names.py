@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Optional, Union
+from typing import Mapping, Optional, Union
+
+from allocaudit.auditor.analysis.syntax import parameters
 
 ScopeNode = Union[ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef]
-FunctionNode = Union[ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda]
 
 # Bound to something we do not follow (a parameter, a loop variable, another module...).
 OPAQUE = "<opaque>"
@@ -29,7 +30,6 @@ class Scope:
     # qualified name (str), or OPAQUE.
     bindings: dict[str, list[Union[ast.expr, str]]] = field(default_factory=dict)
     declared_global: set[str] = field(default_factory=set)
-    children: list["Scope"] = field(default_factory=list)
 
     @property
     def is_class(self) -> bool:
@@ -39,11 +39,6 @@ class Scope:
         if name in self.declared_global:
             return
         self.bindings.setdefault(name, []).append(source)
-
-
-def module_package_parts(path_parts: tuple[str, ...]) -> tuple[str, ...]:
-    """Dotted parts of the package that holds a module file (its path split by '/')."""
-    return tuple(path_parts[:-1])
 
 
 class NameResolver:
@@ -70,14 +65,10 @@ class NameResolver:
 
     def _build(self, node: ScopeNode, parent: Optional[Scope]) -> Scope:
         scope = Scope(node, parent)
-        if parent is not None:
-            parent.children.append(scope)
         self.scope_of[node] = scope
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            args = node.args
-            for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
-                if a is not None:
-                    scope.bind(a.arg, OPAQUE)
+            for name in parameters(node, starred=True):
+                scope.bind(name, OPAQUE)
             body = node.body if isinstance(node.body, list) else [node.body]
         else:
             body = node.body
@@ -169,13 +160,6 @@ class NameResolver:
         return ".".join(parts)
 
     # -- queries ----------------------------------------------------------------------
-
-    def scopes(self) -> Iterator[Scope]:
-        stack = [self.module_scope]
-        while stack:
-            scope = stack.pop()
-            yield scope
-            stack.extend(scope.children)
 
     def lookup(self, name: str, scope: Scope) -> Optional[tuple[Scope, list[Union[ast.expr, str]]]]:
         """The scope that binds ``name`` as seen from ``scope`` (Python's LEGB, less builtins)."""

@@ -8,7 +8,7 @@ libcst tree) share one definition of each signature.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 # Factory name -> how it takes its arguments.
 #   "size":   torch.empty(*size, ...) / torch.empty(size, ...); also x.new_empty(...)
@@ -16,7 +16,8 @@ from typing import Optional, Sequence
 #   "strided": torch.empty_strided(size, stride, ...)
 #   "like":   torch.empty_like(input, ...)
 #   "full_like": torch.full_like(input, fill_value, ...)
-TORCH_FACTORIES = {
+FactoryKind = Literal["size", "full", "strided", "like", "full_like"]
+TORCH_FACTORIES: dict[str, FactoryKind] = {
     "empty": "size",
     "zeros": "size",
     "ones": "size",
@@ -27,7 +28,7 @@ TORCH_FACTORIES = {
     "ones_like": "like",
     "full_like": "full_like",
 }
-TENSOR_METHOD_FACTORIES = {
+TENSOR_METHOD_FACTORIES: dict[str, FactoryKind] = {
     "new_empty": "size",
     "new_zeros": "size",
     "new_ones": "size",
@@ -36,7 +37,7 @@ TENSOR_METHOD_FACTORIES = {
 ALL_FACTORY_NAMES = frozenset(TORCH_FACTORIES) | frozenset(TENSOR_METHOD_FACTORIES)
 
 # What a factory fills its result with: None = uninitialised, "0", "1", "fill" = a value argument.
-FILL = {
+FILL: dict[str, Optional[Literal["0", "1", "fill"]]] = {
     "empty": None, "empty_strided": None, "empty_like": None, "new_empty": None,
     "zeros": "0", "zeros_like": "0", "new_zeros": "0",
     "ones": "1", "ones_like": "1", "new_ones": "1",
@@ -48,7 +49,7 @@ FILL = {
 class ArgSpec:
     """One argument of a call as written: ``kind`` is pos, star, kw or dstar."""
 
-    kind: str
+    kind: Literal["pos", "star", "kw", "dstar"]
     name: Optional[str] = None
 
 
@@ -63,7 +64,6 @@ class BoundArgs:
     like: Optional[int] = None
     keywords: dict[str, int] = field(default_factory=dict)  # every other keyword by name
     has_dstar: bool = False  # **kwargs: the arguments are not all visible
-    has_star: bool = False
 
     def keyword(self, name: str) -> Optional[int]:
         return self.keywords.get(name)
@@ -77,7 +77,6 @@ def bind(factory: str, args: Sequence[ArgSpec]) -> BoundArgs:
     for i, arg in enumerate(args):
         if arg.kind in ("pos", "star"):
             positional.append(i)
-            bound.has_star |= arg.kind == "star"
         elif arg.kind == "dstar":
             bound.has_dstar = True
         elif arg.name == "size":

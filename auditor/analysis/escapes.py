@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Literal, Optional
 
-FunctionNode = Union[ast.FunctionDef, ast.AsyncFunctionDef]
+from allocaudit.auditor.analysis.syntax import FunctionNode, parameters, unparse
 
 # Methods whose result shares storage with (or is) the receiver.
 VIEW_METHODS = frozenset(
@@ -60,7 +60,7 @@ KEEPERS = {
 
 @dataclass(frozen=True)
 class Escape:
-    kind: str  # returned, yielded, stored, appended, global, kept, closure
+    kind: Literal["returned", "yielded", "stored", "appended", "global", "kept", "uncertain"]
     how: str  # evidence, e.g. "stored on `self.buf`"
     target: Optional[ast.AST] = None  # the attribute/subscript/global stored into, for lazy-init checks
     statement: Optional[ast.stmt] = None
@@ -70,7 +70,7 @@ class Escape:
 class CallEffect:
     """What a call does with one of its arguments."""
 
-    kind: str  # consumes | returns (the result is or holds it) | keeps | unknown
+    kind: Literal["consumes", "returns", "keeps", "unknown"]  # returns: the result is or holds the argument
     how: str = ""  # evidence: the callee, or how it keeps the argument
 
 
@@ -92,11 +92,6 @@ class Notes:
     in_lambda: bool = False
 
 
-def unparse(node: ast.AST, limit: int = 60) -> str:
-    text = ast.unparse(node)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 class FunctionFlow:
     """Escape analysis inside one function (built lazily, once per function)."""
 
@@ -104,20 +99,14 @@ class FunctionFlow:
         self,
         function: FunctionNode,
         parents: dict[ast.AST, ast.AST],
-        resolve: Callable[[ast.AST], frozenset[str]],
         call_effect: Callable[[ast.Call, ast.AST], CallEffect],
         is_tensor: Callable[[ast.AST], bool],
     ) -> None:
         self.function = function
         self.parents = parents
-        self.resolve = resolve
         self.call_effect = call_effect
         self.is_tensor = is_tensor
-        self.params = {
-            a.arg
-            for a in (*function.args.posonlyargs, *function.args.args, *function.args.kwonlyargs, function.args.vararg, function.args.kwarg)
-            if a is not None
-        }
+        self.params = set(parameters(function, starred=True))
         self.loads: dict[str, list[ast.Name]] = {}
         self.stores: dict[str, list[ast.AST]] = {}  # name -> assigned values (or the binding node)
         self.globals: set[str] = set()

@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 # Device forms, as reported in findings (and in the JSON schema).
-CUDA = "cuda"  # a literal CUDA device: 'cuda', 'cuda:1', f'cuda:{i}', torch.device('cuda'), 3
-CUDA_CURRENT = "cuda-current"  # torch.cuda.current_device() and friends
-INHERITED = "inherited"  # x.device, self.device, *_like, new_*: the device of another tensor
-VARIABLE = "variable"  # a name or call we cannot resolve
-DEFAULT = "default"  # no device: the default device (CPU unless the program changed it)
-NOT_CUDA = "not-cuda"  # 'cpu', 'meta', torch.device('cpu'), ...
+DeviceForm = Literal["cuda", "cuda-current", "inherited", "variable", "default", "not-cuda"]
+Confidence = Literal["high", "medium", "low"]
+CUDA: DeviceForm = "cuda"  # a literal CUDA device: 'cuda', 'cuda:1', f'cuda:{i}', torch.device('cuda'), 3
+CUDA_CURRENT: DeviceForm = "cuda-current"  # torch.cuda.current_device() and friends
+INHERITED: DeviceForm = "inherited"  # x.device, self.device, *_like, new_*: the device of another tensor
+VARIABLE: DeviceForm = "variable"  # a name or call we cannot resolve
+DEFAULT: DeviceForm = "default"  # no device: the default device (CPU unless the program changed it)
+NOT_CUDA: DeviceForm = "not-cuda"  # 'cpu', 'meta', torch.device('cpu'), ...
 
-CONFIDENCE = {CUDA: "high", CUDA_CURRENT: "high", INHERITED: "medium", VARIABLE: "low"}
-CONFIDENCE_ORDER = {"low": 0, "medium": 1, "high": 2}
+CONFIDENCE: dict[DeviceForm, Confidence] = {CUDA: "high", CUDA_CURRENT: "high", INHERITED: "medium", VARIABLE: "low"}
+CONFIDENCE_ORDER: dict[Confidence, int] = {"low": 0, "medium": 1, "high": 2}
 
 _CUDA_PREFIXES = ("cuda",)
 
 
 @dataclass(frozen=True)
 class Device:
-    form: str
+    form: DeviceForm
     text: Optional[str] = None  # the expression as written, where there is one
 
     @property
@@ -31,11 +33,11 @@ class Device:
         return self.form in CONFIDENCE
 
     @property
-    def confidence(self) -> Optional[str]:
+    def confidence(self) -> Optional[Confidence]:
         return CONFIDENCE.get(self.form)
 
 
-def _string_form(value: str) -> str:
+def _string_form(value: str) -> DeviceForm:
     return CUDA if value.split(":")[0].strip().lower() in _CUDA_PREFIXES else NOT_CUDA
 
 
@@ -68,7 +70,7 @@ class DeviceClassifier:
                 text = f"{text} = {self.text(value)}"
         return Device(form, text)
 
-    def _form(self, expr: ast.AST, depth: int) -> str:
+    def _form(self, expr: ast.AST, depth: int) -> DeviceForm:
         if depth > 4:
             return VARIABLE
         if isinstance(expr, ast.Constant):

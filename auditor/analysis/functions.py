@@ -9,11 +9,11 @@ planned by the compiler or the op's contract, so the codemod leaves them alone.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Iterable, Optional
 
-from allocaudit.auditor.names import NameResolver
+from allocaudit.auditor.analysis.names import NameResolver
 
 FAKE_REGISTRARS = frozenset({"register_fake", "impl_abstract", "register_meta", "register_fake_impl"})
 CUSTOM_OP_DECORATORS = frozenset({"custom_op", "custom_triton_op"})
@@ -23,6 +23,16 @@ COMPILE_DECORATORS = frozenset({"torch.compile", "torch._dynamo.optimize", "torc
 COMPILE_CLASS_DECORATORS = frozenset({"support_torch_compile"})
 MEMO_DECORATORS = frozenset({"cache", "lru_cache", "cached_property"})
 META_DISPATCH_KEYS = frozenset({"Meta", "meta", "Fake", "CompositeImplicitAutograd"})
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Function-name globs from the settings: what runs once, what always runs per call,
+    and what builds scratch buffers for its caller."""
+
+    not_per_call: tuple[str, ...]
+    per_call: tuple[str, ...]
+    workspace_helpers: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,37 @@ class FunctionIndex:
         self.fake_names, self.custom_op_names, self.compiled_names = self._registrations(calls)
         self.info: dict[ast.AST, FunctionInfo] = {}
         self._walk(tree.body, (), None, False)
+
+    def propagate(self, callers: dict[ast.AST, list[Optional[ast.AST]]]) -> None:
+        """Carry what callers are onto the module's own functions they call (``callers``
+        maps a def to the defs its calls sit in, None at module level): a private helper
+        called only from set-up code is set-up code; a function reached from a
+        torch.compile'd function or a custom op runs inside it."""
+        info = self.info
+        changed = True
+        while changed:
+            changed = False
+            for callee, sources in callers.items():
+                current = info[callee]
+                caller_infos = [info.get(c) for c in sources]
+                update = {}
+                private = callee.name.startswith("_") and not callee.name.startswith("__")
+                if (
+                    current.per_call
+                    and private
+                    and not matches(callee.name, self.per_call)
+                    and all(ci is None or not ci.per_call for ci in caller_infos)
+                ):
+                    first = next((ci.qualname for ci in caller_infos if ci is not None), "module level")
+                    update.update(per_call=False, why_not_per_call=f"private helper `{current.qualname}` is only called from set-up code (`{first}`)")
+                for flag in ("compiled", "custom_op"):
+                    if not getattr(current, flag):
+                        via = next((ci for ci in caller_infos if ci is not None and getattr(ci, flag)), None)
+                        if via is not None:
+                            update.update({flag: True, "reached_from": via.reached_from or via.qualname})
+                if update:
+                    info[callee] = replace(current, **update)
+                    changed = True
 
     def _registrations(self, calls: Iterable[ast.Call]) -> tuple[set[str], set[str], set[str]]:
         """Functions registered by call rather than decorator (`register_fake("op", f)`,

@@ -1,0 +1,110 @@
+"""Which workspace sites `allocaudit fix` may rewrite to `get_empty`, and why not the others.
+
+The scan decides here, on ``ast``, and the codemod trusts the decision; it checks the
+argument forms again on libcst only to keep every byte it does not rewrite, and where it
+refuses a form for the same cause it gives the same reason (the constants below).
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import TYPE_CHECKING, Callable, Optional
+
+from allocaudit.auditor.analysis.devices import Device
+from allocaudit.auditor.analysis.escapes import FlowResult
+from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, BoundArgs
+from allocaudit.auditor.analysis.functions import FunctionInfo
+from allocaudit.auditor.analysis.syntax import argument, is_literal
+
+if TYPE_CHECKING:  # sites.py judges its sites with this module
+    from allocaudit.auditor.analysis.sites import SiteClass
+
+NOT_ON_CUDA = "not a CUDA allocation"
+SEVERAL_FACTORIES = "the callee is an alias of several factories"
+COMPREHENSION = "one buffer per site: the elements of a comprehension are alive together and would alias"
+SIZE_ZERO = "allocates nothing (a size of zero)"
+MOVED = "allocated on the default device, then moved: allocate on the device directly first"
+HIDDEN_KWARGS = "`**kwargs` hides some arguments"
+NOT_STRIDED = "non-strided `layout=`"
+MEMORY_FORMAT = "`memory_format=` other than torch.contiguous_format"
+EXPLICIT_STRIDES = "explicit strides: get_empty returns contiguous tensors"
+INPUT_MEMORY_FORMAT = "the result follows the input's memory format: add memory_format=torch.contiguous_format if the input is contiguous"
+FILLED_WITH_ONES = "filled with ones: get_empty only zero-fills"
+NONZERO_FILL = "filled with a value other than a literal zero"
+NO_SIZE = "no size argument"
+# Keyword arguments that the codemod cannot carry into get_empty, with the reason.
+UNFIXABLE_KEYWORDS = {
+    "requires_grad": "`requires_grad=`: a reused buffer cannot carry autograd state",
+    "pin_memory": "`pin_memory=`: pinned host memory is not a device workspace",
+}
+
+
+def not_fixable_reason(
+    call: ast.Call,
+    site_class: SiteClass,
+    factory: Optional[str],
+    bound: BoundArgs,
+    device: Device,
+    moved: bool,
+    info: Optional[FunctionInfo],
+    flow: FlowResult,
+    notes: list[str],
+    resolve: Callable[[ast.AST], frozenset[str]],
+) -> Optional[str]:
+    """Why the site cannot be rewritten exactly, or None when it can. ``resolve`` gives the
+    torch names an expression at the call may denote."""
+    if site_class != "workspace":
+        return f"{site_class} site: only per-call workspaces are rewritten"
+    if not device.on_cuda:
+        return NOT_ON_CUDA
+    if factory is None:
+        return SEVERAL_FACTORIES
+    if info.compiled:
+        where = f"reached from torch.compile'd `{info.reached_from}`" if info.reached_from else f"inside torch.compile'd `{info.qualname}`"
+        return f"{where}: the compiler plans its buffers"
+    if info.custom_op:
+        return f"reached from custom-op implementation `{info.reached_from}`" if info.reached_from else f"inside custom-op implementation `{info.qualname}`"
+    if flow.uncertain is not None:
+        return flow.uncertain.how
+    if any(n.startswith("in a comprehension") for n in notes):
+        return COMPREHENSION
+    if flow.into_container and any(n.startswith("in a loop") for n in notes):
+        return f"collected in `{flow.into_container}` across iterations: one buffer per site would alias"
+    if _literal_size_zero(call, bound):
+        return SIZE_ZERO
+    if moved:
+        return MOVED
+    if bound.has_dstar:
+        return HIDDEN_KWARGS
+    for name, reason in UNFIXABLE_KEYWORDS.items():
+        value = argument(call, bound.keyword(name))
+        if value is not None and not is_literal(value, None, False):
+            return reason
+    layout = argument(call, bound.keyword("layout"))
+    if layout is not None and "torch.strided" not in resolve(layout):
+        return NOT_STRIDED
+    memory_format = argument(call, bound.keyword("memory_format"))
+    contiguous = memory_format is not None and "torch.contiguous_format" in resolve(memory_format)
+    if memory_format is not None and not contiguous:
+        return MEMORY_FORMAT
+    kind = TORCH_FACTORIES.get(factory) or TENSOR_METHOD_FACTORIES.get(factory)
+    if kind == "strided":
+        return EXPLICIT_STRIDES
+    if kind in ("like", "full_like") and not contiguous:
+        return INPUT_MEMORY_FORMAT
+    fill = FILL[factory]
+    if fill == "1":
+        return FILLED_WITH_ONES
+    if fill == "fill" and not is_literal(argument(call, bound.fill), 0, 0.0, False):
+        return NONZERO_FILL
+    if bound.size_keyword is None and not bound.size and kind not in ("like", "full_like"):
+        return NO_SIZE
+    return None
+
+
+def _literal_size_zero(call: ast.Call, bound: BoundArgs) -> bool:
+    """`torch.empty(0, ...)`, `torch.empty((0, n), ...)`: a placeholder, not a workspace."""
+    size = [argument(call, i) for i in bound.size] if bound.size else [argument(call, bound.size_keyword)]
+    if len(size) == 1 and isinstance(size[0], (ast.Tuple, ast.List)):
+        size = size[0].elts
+    return any(is_literal(dim, 0) for dim in size)

@@ -1,0 +1,308 @@
+"""Allocation sites of one module: what each allocates, where, and whether it is reusable.
+
+The facts here are what the rules report on. A site is
+
+- **workspace**: allocated on every call of a per-call function and dead by the end of
+  it (or handed to the caller by a workspace helper such as ``get_workspace``): a reuse
+  candidate;
+- **escapes**: allocated per call but returned, stored or kept beyond the call;
+- **init**: allocated once (module level, constructors, weight loading, fake kernels,
+  one-off lazy initialisation).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from typing import Literal, Mapping, Optional, Sequence
+
+from allocaudit.auditor.analysis import devices
+from allocaudit.auditor.analysis.devices import Device, DeviceClassifier
+from allocaudit.auditor.analysis.effects import CallEffects
+from allocaudit.auditor.analysis.escapes import Escape, FlowResult, FunctionFlow
+from allocaudit.auditor.analysis.factories import ALL_FACTORY_NAMES, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, BoundArgs, bind
+from allocaudit.auditor.analysis.fixability import not_fixable_reason
+from allocaudit.auditor.analysis.functions import AnalysisOptions, FunctionInfo
+from allocaudit.auditor.analysis.index import ModuleIndex
+from allocaudit.auditor.analysis.names import NameResolver
+from allocaudit.auditor.analysis.syntax import FunctionNode, arg_specs, argument, is_literal, unparse
+
+SiteClass = Literal["workspace", "escapes", "init"]
+WORKSPACE: SiteClass = "workspace"
+ESCAPES: SiteClass = "escapes"
+INIT: SiteClass = "init"
+
+DTYPE_NAMES = frozenset(
+    f"torch.{n}"
+    for n in (
+        "float", "float32", "float64", "double", "float16", "half", "bfloat16", "int", "int8",
+        "int16", "int32", "int64", "long", "uint8", "bool", "float8_e4m3fn", "float8_e5m2",
+        "float8_e4m3fnuz", "float8_e5m2fnuz", "complex64", "complex128", "uint16", "uint32", "uint64",
+    )
+)
+CPU_TEST = re.compile(r"^(?!not\b).*(?:\bis_cpu\w*\(\)|\btype\s*==\s*['\"]cpu['\"]|==\s*['\"]cpu['\"])")
+
+
+@dataclass(frozen=True)
+class AllocationSite:
+    call: ast.Call
+    api: str  # "torch.zeros", "Tensor.new_zeros", or "torch.zeros|torch.empty" for an alias of several
+    factory: Optional[str]  # "zeros"; None when the callee may be several factories
+    device: Device
+    moved: bool  # allocated on the default device, then moved with .cuda()/.to()
+    site_class: SiteClass
+    evidence: str
+    function: Optional[FunctionInfo]
+    notes: tuple[str, ...]
+    fixable: bool
+    not_fixable_reason: Optional[str]
+    # Long-lived places the value is stored into (attributes, globals, their entries).
+    stored_into: tuple[ast.AST, ...] = ()
+
+    @property
+    def qualname(self) -> str:
+        return self.function.qualname if self.function else "<module>"
+
+
+@dataclass(eq=False)  # one module's facts: compared and hashed by identity
+class ModuleFacts:
+    """What the rules read about one module: its index, what its calls do, its allocation sites."""
+
+    index: ModuleIndex
+    effects: CallEffects
+    sites: list[AllocationSite]
+
+
+def analyze(
+    tree: ast.Module,
+    options: AnalysisOptions,
+    package: tuple[str, ...] = (),
+    exports: Optional[Mapping[str, Mapping[str, frozenset[str]]]] = None,
+) -> ModuleFacts:
+    exports = exports or {}
+    # A module where no identifier is a factory (or an alias another module exports) has no site.
+    watch = ALL_FACTORY_NAMES | {name for aliases in exports.values() for name in aliases}
+    index = ModuleIndex(tree, options, package, exports, watch)
+    effects = CallEffects(index)
+    sites = SiteFinder(index, effects).sites() if index.mentions_watched else []
+    return ModuleFacts(index, effects, sites)
+
+
+def module_exports(tree: ast.Module, package: Sequence[str] = ()) -> dict[str, frozenset[str]]:
+    """Module-level names bound to torch factories (what other modules may import)."""
+    resolver = NameResolver(tree, tuple(package))
+    return resolver.module_aliases(lambda q: q.startswith("torch.") and q[6:] in TORCH_FACTORIES)
+
+
+def _writes_into_out(call: ast.Call) -> bool:
+    """`torch.zeros(n, out=buf)` fills `buf`: it allocates nothing, so it is no site."""
+    return any(k.arg == "out" and not is_literal(k.value, None) for k in call.keywords)
+
+
+class SiteFinder:
+    """Finds the factory calls of a module and classifies each: its device, its class
+    with the evidence, and whether the codemod may rewrite it."""
+
+    def __init__(self, index: ModuleIndex, effects: CallEffects) -> None:
+        self.index = index
+        self.effects = effects
+        self.parents = index.parents
+
+    def sites(self) -> list[AllocationSite]:
+        found = []
+        for node in self.index.calls:
+            kind = self.index.factory_of(node)
+            if kind is not None and not _writes_into_out(node):
+                found.append(self._site(node, *kind))
+        found.sort(key=lambda s: (s.call.lineno, s.call.col_offset))
+        return found
+
+    def _site(self, call: ast.Call, api: str, factory: Optional[str]) -> AllocationSite:
+        function = self.index.owner(call)
+        info = self.index.functions.info.get(function) if function is not None else None
+        bound = bind(self._binding_factory(api), arg_specs(call))
+        device, moved = self._device(call, factory, bound, function)
+        if device.form in (devices.INHERITED, devices.VARIABLE) and self._in_cpu_branch(call):
+            device = Device(devices.NOT_CUDA, f"{device.text} (in a CPU-only branch)")
+
+        notes: list[str] = []
+        flow_result = FlowResult()
+        if function is None:
+            site_class = INIT
+            evidence = "module level" if self.index.enclosing_class(call) is None else "class body"
+        elif not info.per_call:
+            site_class, evidence = INIT, info.why_not_per_call
+        else:
+            flow = self.effects.flow(function)
+            flags = flow.notes(call)
+            if flags.loop:
+                notes.append("in a loop: allocated on every iteration")
+            if flags.comprehension:
+                notes.append("in a comprehension: one allocation per element")
+            if flags.in_lambda:
+                notes.append("in a lambda: allocated on every call of it")
+            flow_result = flow.escape_of(self._outermost_move(call))
+            site_class, evidence = self._classify(call, info, flow, flow_result)
+
+        reason = not_fixable_reason(
+            call, site_class, factory, bound, device, moved, info, flow_result, notes, lambda e: self.index.resolve(e, call)
+        )
+        return AllocationSite(
+            call=call,
+            api=api,
+            factory=factory,
+            device=device,
+            moved=moved,
+            site_class=site_class,
+            evidence=evidence,
+            function=info,
+            notes=tuple(notes),
+            fixable=reason is None,
+            not_fixable_reason=reason,
+            stored_into=tuple(e.target for e in flow_result.stores if e.target is not None),
+        )
+
+    @staticmethod
+    def _binding_factory(api: str) -> str:
+        """The factory whose signature binds the call; for an alias of several factories
+        (`torch.zeros if c else torch.empty`) any of them, as long as they bind alike."""
+        names = [a.rpartition(".")[2] for a in api.split("|")]
+        kinds = {TORCH_FACTORIES.get(n) or TENSOR_METHOD_FACTORIES.get(n) for n in names}
+        return names[0] if len(kinds) == 1 else "empty_like"
+
+    # -- the device -------------------------------------------------------------------------
+
+    def _device(self, call: ast.Call, factory: Optional[str], bound: BoundArgs, function) -> tuple[Device, bool]:
+        classifier = DeviceClassifier(
+            resolve=lambda e: self.index.resolve(e, call),
+            lookup=lambda name: self._value_of(name, function),
+            text=unparse,
+        )
+        moved = self._moved_to(call, classifier)
+        if moved is not None:
+            return moved, True
+        device_expr = argument(call, bound.keyword("device"))
+        if device_expr is not None:
+            return classifier.classify(device_expr), False
+        if bound.like is not None:
+            return Device(devices.INHERITED, f"{unparse(argument(call, bound.like))}.device"), False
+        if factory in TENSOR_METHOD_FACTORIES and isinstance(call.func, ast.Attribute):
+            return Device(devices.INHERITED, f"{unparse(call.func.value)}.device"), False
+        context = self._default_device_context(call)
+        if context is not None:
+            return classifier.classify(context), False
+        return Device(devices.DEFAULT), False
+
+    def _value_of(self, name: str, function: Optional[FunctionNode]) -> Optional[ast.expr]:
+        """The one value a plain name is assigned, in the function or else at module level."""
+        if function is not None:
+            flow = self.effects.flow(function)
+            if name in flow.params:
+                return None
+            values = flow.stores.get(name)
+            if values:
+                return values[0] if len(values) == 1 else None
+        sources = self.index.resolver.module_scope.bindings.get(name)
+        if sources and len(sources) == 1 and isinstance(sources[0], ast.expr):
+            return sources[0]
+        return None
+
+    def _moved_to(self, call: ast.Call, classifier: DeviceClassifier) -> Optional[Device]:
+        """`torch.empty(n).cuda()` / `.to("cuda")`: the device it is moved to, if CUDA."""
+        attr = self.parents.get(call)
+        method = self.parents.get(attr)
+        if not (isinstance(attr, ast.Attribute) and isinstance(method, ast.Call) and method.func is attr):
+            return None
+        if attr.attr == "cuda":
+            return Device(devices.CUDA, ".cuda()")
+        if attr.attr != "to":
+            return None
+        target = next((k.value for k in method.keywords if k.arg == "device"), None)
+        if target is None and method.args:
+            first = method.args[0]
+            if self.index.resolve(first, call) & DTYPE_NAMES or (isinstance(first, ast.Name) and "dtype" in first.id):
+                return None
+            target = first
+        if target is None:
+            return None
+        device = classifier.classify(target)
+        return device if device.on_cuda else None
+
+    def _default_device_context(self, call: ast.Call) -> Optional[ast.expr]:
+        """The device of an enclosing `with torch.device(...):` block."""
+        parent = self.parents.get(call)
+        while parent is not None:
+            if isinstance(parent, (ast.With, ast.AsyncWith)):
+                for item in parent.items:
+                    ctx = item.context_expr
+                    if isinstance(ctx, ast.Call) and self.index.resolve(ctx.func, call) & {"torch.device"} and ctx.args:
+                        return ctx.args[0]
+            parent = self.parents.get(parent)
+        return None
+
+    def _in_cpu_branch(self, node: ast.AST) -> bool:
+        """Inside the body of `if current_platform.is_cpu():` or `if x.device.type == "cpu":`."""
+        child, parent = node, self.parents.get(node)
+        while parent is not None and not isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if isinstance(parent, ast.If) and child in parent.body and CPU_TEST.search(ast.unparse(parent.test)):
+                return True
+            child, parent = parent, self.parents.get(parent)
+        return False
+
+    # -- the class ----------------------------------------------------------------------------
+
+    def _outermost_move(self, call: ast.Call) -> ast.AST:
+        attr = self.parents.get(call)
+        method = self.parents.get(attr)
+        if isinstance(attr, ast.Attribute) and attr.attr in ("cuda", "to") and isinstance(method, ast.Call):
+            return method
+        return call
+
+    def _classify(self, call: ast.Call, info: FunctionInfo, flow: FunctionFlow, result: FlowResult) -> tuple[SiteClass, str]:
+        escape = result.escape
+        if escape is None:
+            if result.uncertain is not None:
+                return WORKSPACE, f"dies within the call unless {result.uncertain.how.split(': it may')[0]}"
+            return WORKSPACE, "dies within the call"
+        for store in result.stores:  # a guarded store caches the buffer, even if it is returned too
+            guard = self._lazy_guard(flow, store) if store.statement is not None else None
+            if guard is not None:
+                return INIT, f"one-off lazy init guarded by `if {unparse(guard)}`"
+        if escape.kind == "returned" and info.workspace_helper:
+            return WORKSPACE, "a workspace helper hands it to its caller"
+        if escape.how == "returned":  # returned directly, not through a closure
+            return ESCAPES, self._returned_how(call, flow)
+        return ESCAPES, escape.how
+
+    def _returned_how(self, call: ast.Call, flow: FunctionFlow) -> str:
+        """Evidence for a returned value; names the optional-output idiom where it applies."""
+        parent = self.parents.get(self._outermost_move(call))
+        if isinstance(parent, ast.Assign):
+            for target in parent.targets:
+                if isinstance(target, ast.Name) and target.id in flow.params:
+                    return f"returned as parameter `{target.id}` (optional-output idiom)"
+        return "returned to the caller"
+
+    def _lazy_guard(self, flow: FunctionFlow, escape: Escape) -> Optional[ast.expr]:
+        target = escape.target
+        if target is None:
+            return None
+        # Compared as source text: the stored target has a Store context, the test a Load.
+        target_text = ast.unparse(target.value if isinstance(target, ast.Subscript) else target)
+        attr_name = target.attr if isinstance(target, ast.Attribute) else None
+        # Locals read from the target (`s = self._scales.get(dev)`: a memo dict) and
+        # attributes the function stores next to the buffer (`self.capacity = n`: grow on
+        # demand) guard it as well as the target itself.
+        guarded = {target_text}
+        for name, values in flow.stores.items():
+            if any(target_text in ast.unparse(v) for v in values):
+                guarded.add(name)
+        guarded |= flow.stored_attributes
+        for test in flow.enclosing_guards(escape.statement):
+            for sub in ast.walk(test):
+                if isinstance(sub, (ast.Attribute, ast.Name, ast.Subscript)) and ast.unparse(sub) in guarded:
+                    return test
+                if attr_name and isinstance(sub, ast.Constant) and sub.value == attr_name:
+                    return test  # hasattr(self, "_buf") / getattr(self, "_buf", None)
+        return None
