@@ -36,7 +36,7 @@ def _byte(text: str) -> int:
     except ValueError:
         value = -1
     if not 0 <= value <= 0xFF:
-        fail(f"--patterns: {text!r} is not a byte value (0-255, or 0x00-0xFF)")
+        fail(f"--pattern: {text!r} is not a byte value (0-255, or 0x00-0xFF)")
     return value
 
 

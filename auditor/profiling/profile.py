@@ -2,17 +2,19 @@
 
 Imports no torch: `scan --profile` reads a profile written on another machine. The JSON form
 is versioned (`SCHEMA_VERSION`, checked against `SCHEMA` on load); the version changes
-whenever a field is removed, renamed or changes meaning.
+whenever a field is removed, renamed or changes meaning. An added optional field keeps it, so
+the schema allows properties it does not list and the loader ignores them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
 from allocaudit.auditor.formats.json_report import TOOL_SCHEMA
+from allocaudit.auditor.plural import plural
 
 SCHEMA_VERSION = 1
 MAX_SHAPES = 16  # distinct (shape, dtype) pairs kept per site; the rest are only counted
@@ -118,11 +120,14 @@ class Profile:
     @classmethod
     def from_dict(cls, data: Any) -> "Profile":
         validate(data)
+        # A later version 1 may add fields: read the ones this version knows.
+        site_fields = {f.name for f in fields(Site)} - {"cache"}
+        cache_fields = {f.name for f in fields(CacheCounts)}
         sites = []
         for row in data["sites"]:
-            row = dict(row)
-            cache = row.pop("cache")
-            sites.append(Site(**row, cache=CacheCounts(**cache) if cache is not None else None))
+            cache = row["cache"]
+            counts = CacheCounts(**{k: v for k, v in cache.items() if k in cache_fields}) if cache is not None else None
+            sites.append(Site(**{k: v for k, v in row.items() if k in site_fields}, cache=counts))
         return cls(
             command=data["command"],
             device_filter=data["device_filter"],
@@ -148,7 +153,6 @@ SCHEMA: dict = {
         "schema_version", "tool", "command", "device_filter", "torch_version", "devices_seen",
         "exit_code", "exception", "duration_s", "memory_snapshot", "notes", "summary", "sites",
     ],
-    "additionalProperties": False,
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
         "tool": TOOL_SCHEMA,
@@ -164,7 +168,6 @@ SCHEMA: dict = {
         "summary": {
             "type": "object",
             "required": ["sites", "calls", "bytes"],
-            "additionalProperties": False,
             "properties": {"sites": _COUNT, "calls": _COUNT, "bytes": _COUNT},
         },
         "sites": {
@@ -175,7 +178,6 @@ SCHEMA: dict = {
                     "path", "line", "function", "calls", "bytes", "runtime_bytes", "ops", "shapes",
                     "more_shapes", "devices", "captured_calls", "captured_bytes", "cache", "stack",
                 ],
-                "additionalProperties": False,
                 "properties": {
                     "path": {"type": "string"},
                     "line": {"type": "integer", "minimum": 0},
@@ -198,7 +200,6 @@ SCHEMA: dict = {
                                     "requests", "requested_bytes", "hits", "misses", "growths",
                                     "fallbacks", "cache_names",
                                 ],
-                                "additionalProperties": False,
                                 "properties": {
                                     "requests": _COUNT,
                                     "requested_bytes": _COUNT,
@@ -238,7 +239,7 @@ def validate(data: Any) -> None:
         raise ProfileError("profile 'sites' is not a list")
     site_keys = set(SCHEMA["properties"]["sites"]["items"]["required"])
     for i, row in enumerate(data["sites"]):
-        if not isinstance(row, dict) or set(row) != site_keys:
+        if not isinstance(row, dict) or not site_keys <= set(row):
             raise ProfileError(f"profile site #{i} does not have the fields {sorted(site_keys)}")
         if not isinstance(row["path"], str) or not isinstance(row["line"], int):
             raise ProfileError(f"profile site #{i} has a bad path or line")
@@ -314,7 +315,7 @@ def render_text(profile: Profile, limit: Optional[int] = 20) -> str:
     for row in table_rows(profile, limit):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     lines.append(
-        f"\n{len(profile.sites)} sites, {profile.total_calls} allocations, "
+        f"\n{plural(len(profile.sites), 'site')}, {plural(profile.total_calls, 'allocation')}, "
         f"{format_bytes(profile.total_bytes)} ({profile.device_filter})"
     )
     return "\n".join(lines) + "\n"
@@ -331,7 +332,7 @@ def render_rich(profile: Profile, console: Any, limit: Optional[int] = 20) -> No
         table.add_row(*row)
     console.print(table)
     summary = (
-        f"{len(profile.sites)} sites, {profile.total_calls} allocations, {format_bytes(profile.total_bytes)}"
+        f"{plural(len(profile.sites), 'site')}, {plural(profile.total_calls, 'allocation')}, {format_bytes(profile.total_bytes)}"
     )
     if limit is not None and len(profile.sites) > limit:
         summary += f" (the {limit} largest shown)"
