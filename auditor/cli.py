@@ -346,5 +346,31 @@ app.command("profile", context_settings=PROGRAM_CONTEXT)(profile_command)
 app.command("stale-check", context_settings=PROGRAM_CONTEXT)(stale_check_command)
 
 
+@app.command("vendor-runtime")
+def vendor_runtime(
+    dest: str = typer.Argument(..., help="A folder of your package (gets allocaudit_runtime.py) or a .py file name."),
+    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 if the file is missing or not the current runtime."),
+    force: bool = typer.Option(False, "--force", help="Replace a file that this command did not write, or that was edited."),
+) -> None:
+    """Write the runtime (one module, torch and the standard library only) into your package."""
+    from allocaudit.rewrites.vendor import VendorError, vendor
+
+    try:
+        done = vendor(dest, check=check, force=force)
+    except VendorError as exc:
+        fail(str(exc))
+    if check:
+        typer.echo(f"{done.path}: {'out of date' if done.changed else 'up to date'}")
+        raise typer.Exit(1 if done.changed else 0)
+    typer.echo(f"{'Wrote' if done.changed else 'Unchanged:'} {done.path}")
+    if done.module:
+        typer.echo(
+            f"Patched code imports it with `allocaudit fix --runtime-module {done.module}`, "
+            f'or runtime-module = "{done.module}" in [tool.allocaudit].'
+        )
+    else:
+        typer.echo("Its folder is not a package: give fix its import name with --runtime-module.")
+
+
 def main() -> None:
     app()

@@ -76,11 +76,14 @@ _LIBRARY = tuple(d + os.sep for d in (_TORCH_DIR, _AUDITOR_DIR, _REWRITES_DIR))
 _kinds: dict[str, Optional[str]] = {}
 
 
-def _kind(filename: str) -> Optional[str]:
+def _kind(frame) -> Optional[str]:
+    filename = frame.f_code.co_filename
     kind = _kinds.get(filename, False)
     if kind is not False:
         return kind
-    if filename.startswith("<frozen") or filename.startswith("<built-in"):
+    if "__allocaudit_runtime__" in frame.f_globals:  # a copy vendored into the user's package
+        kind = "runtime"
+    elif filename.startswith("<frozen") or filename.startswith("<built-in"):
         kind = "library"
     else:
         path = os.path.abspath(filename)
@@ -131,7 +134,7 @@ class Recorder:
         """The user site of the current call, and whether the runtime cache was on the way."""
         through_runtime = False
         while frame is not None:
-            kind = _kind(frame.f_code.co_filename)
+            kind = _kind(frame)
             if kind is None:
                 break
             through_runtime = through_runtime or kind == "runtime"
@@ -146,7 +149,7 @@ class Recorder:
             while f is not None and len(stack) < self.stack_depth:
                 if f.f_code.co_filename in _RUNPY:
                     break  # the profiled program's first frame is just below: the rest is ours
-                if _kind(f.f_code.co_filename) is None:
+                if _kind(f) is None:
                     stack.append(_format_frame(f))
                 f = f.f_back
             found = self.sites[key] = Site(path=key[0], line=key[1], function=_function_name(frame), stack=stack)
