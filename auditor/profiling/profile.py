@@ -106,13 +106,13 @@ class Capture:
 class Timeline:
     """The run's allocations, frees and get_empty requests in order, up to ``max_events`` of them.
 
-    Each event is a list ``[kind, t_us, site, ...]`` (`ALLOC`, `FREE`, `CACHE`); ``t_us`` counts
+    Each event is a tuple ``(kind, t_us, site, ...)`` (`ALLOC`, `FREE`, `CACHE`), a list in JSON; ``t_us`` counts
     microseconds from the start of recording and ``site`` is an index into the profile's
     ``sites`` as written. ``events`` holds the first ``len(events)`` of ``total_events``; capture
     positions count every event, kept or not.
     """
 
-    events: list[list] = field(default_factory=list)
+    events: list[tuple] = field(default_factory=list)
     total_events: int = 0
     max_events: int = MAX_EVENTS
     captures: list[Capture] = field(default_factory=list)
@@ -125,7 +125,7 @@ class Timeline:
         """As JSON values; ``site_order[i]`` is where site ``i`` of the events is written."""
         events = self.events
         if site_order is not None:
-            events = [[e[0], e[1], None if e[2] is None else site_order[e[2]], *e[3:]] for e in events]
+            events = [(e[0], e[1], None if e[2] is None else site_order[e[2]], *e[3:]) for e in events]
         return {
             "max_events": self.max_events,
             "total_events": self.total_events,
@@ -137,7 +137,7 @@ class Timeline:
     def from_dict(cls, data: dict) -> "Timeline":
         capture_fields = {f.name for f in fields(Capture)}
         return cls(
-            events=[list(e) for e in data["events"]],
+            events=[tuple(e) for e in data["events"]],
             total_events=data["total_events"],
             max_events=data["max_events"],
             captures=[Capture(**{k: v for k, v in c.items() if k in capture_fields}) for c in data["captures"]],

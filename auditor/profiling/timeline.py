@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from allocaudit.auditor.profiling.profile import ALLOC, CACHE, FREE, Profile, Site, display_path
+from allocaudit.auditor.profiling.profile import ALLOC, CACHE, FREE, Profile, Site
 
 # The runtime reports its buffers only at requests: "in use" is as the last request found it
 # (a hand-out that dies later shows as in use until the next request).
@@ -65,12 +65,8 @@ class NoTimeline(ValueError):
 
 
 def short_path(path: str) -> str:
-    """``path`` relative to the current folder when under it, else its last two parts."""
-    shown = display_path(path)
-    if os.path.isabs(shown):
-        parts = shown.replace(os.sep, "/").split("/")
-        shown = "/".join(parts[-2:])
-    return shown
+    """The last two parts of ``path`` (``examples/moe_layer.py``): a label, read at a glance."""
+    return "/".join(path.replace(os.sep, "/").split("/")[-2:])
 
 
 def site_label(site: Site) -> str:

@@ -132,15 +132,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-class _Live:
-    """A site's allocation whose memory may still be in use."""
-
-    __slots__ = ("ref", "site", "nbytes")
-
-    def __init__(self, ref: Optional[weakref.ref], site: int, nbytes: int) -> None:
-        self.ref, self.site, self.nbytes = ref, site, nbytes
-
-
 class Recorder:
     """Accumulates allocations per user source site while a `profile_allocations` block runs."""
 
@@ -162,7 +153,8 @@ class Recorder:
         self._stopped: Optional[float] = None
         self._cuda = torch.cuda.is_available()
         # Lifetimes: what is alive, per site and in all, and the peaks.
-        self._live: dict[int, _Live] = {}  # id(weak reference) -> the allocation it watches
+        # id(weak reference) -> (the reference, site index, bytes): the allocations that may be alive.
+        self._live: dict[int, tuple[weakref.ref, int, int]] = {}
         self._site_live: list[int] = []
         self._live_bytes = 0
         self._held: dict[tuple[str, str], tuple[int, int]] = {}  # (cache, device) -> (held, busy)
@@ -178,7 +170,7 @@ class Recorder:
         self._pending: dict[int, tuple[Optional[weakref.ref], int, int, float]] = {}
         # The timeline.
         self.max_events = max_events
-        self._events: list[list] = []
+        self._events: list[tuple] = []  # tuples of ints: the garbage collector soon stops tracking them
         self._event_count = 0
         self._captures: list[Capture] = []
         self._open_captures: dict[int, tuple[int, float, str]] = {}  # id(graph) -> start
@@ -293,23 +285,24 @@ class Recorder:
         except TypeError:  # an object without weak references: never seen freed
             return None
 
-    def _event(self, row: list) -> None:
-        if self._event_count < self.max_events:
-            self._events.append(row)
-        self._event_count += 1
-
     def _t_us(self, when: float) -> int:
         return max(0, int((when - self._started) * 1e6))
 
+    # The next three run for every allocation and free: written flat, without helper calls.
+
     def _allocated(self, ref: Optional[weakref.ref], index: int, nbytes: int, when: float) -> None:
         if ref is not None:
-            self._live[id(ref)] = _Live(ref, index, nbytes)
-        self._site_live[index] += nbytes
+            self._live[id(ref)] = (ref, index, nbytes)  # the reference lives as long as its entry
+        live = self._site_live[index] = self._site_live[index] + nbytes
         self._live_bytes += nbytes
         site_ = self._ordered[index]
-        site_.peak_live_bytes = max(site_.peak_live_bytes, self._site_live[index])
-        self._peak = max(self._peak, self._live_bytes + self._held_bytes)
-        self._event([ALLOC, self._t_us(when), index, nbytes])
+        if live > site_.peak_live_bytes:
+            site_.peak_live_bytes = live
+        if self._live_bytes + self._held_bytes > self._peak:
+            self._peak = self._live_bytes + self._held_bytes
+        if self._event_count < self.max_events:
+            self._events.append((ALLOC, self._t_us(when), index, nbytes))
+        self._event_count += 1
 
     def _drain_frees(self) -> None:
         while self._freed:
@@ -317,23 +310,28 @@ class Recorder:
             live = self._live.pop(key, None)
             if live is None:  # a cache buffer's, or one watched by an earlier recording
                 continue
-            self._site_live[live.site] -= live.nbytes
-            self._live_bytes -= live.nbytes
-            self._event([FREE, self._t_us(when), live.site, live.nbytes])
+            _, index, nbytes = live
+            self._site_live[index] -= nbytes
+            self._live_bytes -= nbytes
+            if self._event_count < self.max_events:
+                self._events.append((FREE, self._t_us(when), index, nbytes))
+            self._event_count += 1
 
     def _catch_up(self, all_threads: bool = False) -> None:
         """Take the queued frees, and this thread's runtime allocation that no request claimed
         (``ALLOCAUDIT_RUNTIME=off``, tracing, devices the cache does not serve: plain tensors)."""
-        if all_threads:
-            pending = list(self._pending.values())
-            self._pending.clear()
-        else:
-            pending = [self._pending.pop(threading.get_ident(), None)]
-        for p in pending:
-            if p is not None and p[2]:
-                self._allocated(*p)
+        if self._pending:
+            if all_threads:
+                pending = list(self._pending.values())
+                self._pending.clear()
+            else:
+                pending = [self._pending.pop(threading.get_ident(), None)]
+            for p in pending:
+                if p is not None and p[2]:
+                    self._allocated(*p)
         # After the pending allocation: its free may be queued already.
-        self._drain_frees()
+        if self._freed:
+            self._drain_frees()
 
     def _cache_state(self, event: "runtime.CacheEvent", index: Optional[int], when: float) -> None:
         key = (event.cache, str(event.device))
@@ -343,7 +341,9 @@ class Recorder:
         self._busy_bytes += event.busy_bytes - old_busy
         self._peak_held = max(self._peak_held, self._held_bytes)
         self._peak = max(self._peak, self._live_bytes + self._held_bytes)
-        self._event([CACHE, self._t_us(when), index, self._held_bytes, self._busy_bytes])
+        if self._event_count < self.max_events:
+            self._events.append((CACHE, self._t_us(when), index, self._held_bytes, self._busy_bytes))
+        self._event_count += 1
 
     def capture_began(self, graph: object) -> None:
         device = f"cuda:{torch.cuda.current_device()}" if self._cuda else "cuda"
