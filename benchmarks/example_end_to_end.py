@@ -78,8 +78,11 @@ def measure(path: Path, tokens: list[int], profile_out: Optional[Path] = None) -
         result = _measure(path, tokens)
     profile = recorder.profile(command=("python", f"benchmarks/{Path(__file__).name}", "--measure", variant))
     profiles.write(profile, str(profile_out))
-    title = f"The example {variant} `fix`, eager steps then {len(tokens)} CUDA graph captures: live CUDA memory by site"
-    plot_memory(memory_series(profile), str(profile_out.with_suffix(".png")), title=title)
+    title = f"The example {variant} fix, eager steps then {len(tokens)} CUDA graph captures: live CUDA memory by site"
+    try:
+        plot_memory(memory_series(profile), str(profile_out.with_suffix(".png")), title=title)
+    except Exception as exc:  # the measures and the profile stand without the picture (`allocaudit plot` redraws it)
+        print(f"no picture of {variant}: {type(exc).__name__}: {exc}", file=sys.stderr)
     return result
 
 
@@ -215,13 +218,17 @@ def main() -> None:
             )
             if proc.returncode != 0:
                 raise SystemExit(f"measuring {name} failed:\n{proc.stdout}{proc.stderr}")
+            sys.stderr.writelines(line for line in proc.stderr.splitlines(True) if line.startswith("no picture"))
             results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"device: {results['before']['device']}, torch {results['before']['torch']}, example sizes {SIZES}, tokens {tokens}")
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if pictures is not None:
-        compare_pictures(pictures)
+        try:
+            compare_pictures(pictures)
+        except Exception as exc:  # the table above stands; `allocaudit compare` redraws it
+            print(f"no comparison picture: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def compare_pictures(folder: Path) -> None:
@@ -230,7 +237,7 @@ def compare_pictures(folder: Path) -> None:
     from allocaudit.auditor.profiling.plots import plot_compare
     from allocaudit.auditor.profiling.profile import load
 
-    result = compare.compare(load(str(folder / "before.json")), load(str(folder / "after.json")), "before `fix`", "after `fix`")
+    result = compare.compare(load(str(folder / "before.json")), load(str(folder / "after.json")), "before fix", "after fix")
     (folder / "compare.md").write_text(compare.render_markdown(result))
     plot_compare(compare.chart(result), str(folder / "compare.png"), *compare.timeline_pair(result))
     print(f"profiles, pictures and compare.md written to {folder}")
