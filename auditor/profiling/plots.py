@@ -110,7 +110,8 @@ def _series_caption(series: MemorySeries) -> str:
     if series.total_events > series.kept_events:
         events = f"the first {series.kept_events:,} of {series.total_events:,} events"
     captures = f", {len(series.captures)} CUDA graph capture{'s' if len(series.captures) != 1 else ''}" if series.captures else ""
-    return f"device {series.device}; {events}{captures}; cache bands: the runtime's report at each get_empty request"
+    cache = "; get_empty bands: as the runtime reported at each request" if any(b.kind in CACHE_COLORS for b in series.bands) else ""
+    return f"device {series.device}; {events}{captures}{cache}"
 
 
 def plot_memory(series: MemorySeries, path: str, title: Optional[str] = None) -> None:
