@@ -39,12 +39,12 @@ def require_matplotlib() -> None:
         raise PlotUnavailable(f"pictures need matplotlib, which is not installed here: {INSTALL_HINT}") from None
 
 
-def _figure(width: float, height: float, layout: Optional[str] = None):
+def _figure(width: float, height: float, constrained: bool = False):
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), dpi=DPI, constrained_layout=layout == "constrained")
+    figure = Figure(figsize=(width, height), dpi=DPI, constrained_layout=constrained)
     FigureCanvasAgg(figure)
     return figure
 
@@ -150,7 +150,7 @@ def plot_compare(
     peaks; and, when both profiles have timelines, their memory over the run on one scale."""
     timelines = before is not None and after is not None
     bars_height = 1.4 + 0.3 * max(len(chart.labels), 1)
-    figure = _figure(15, bars_height + (4.4 if timelines else 0) + 0.8, layout="constrained")
+    figure = _figure(15, bars_height + (4.4 if timelines else 0) + 0.8, constrained=True)
     figure.suptitle(f"{chart.title}\n{chart.subtitle}", fontsize=10, x=0.01, ha="left", linespacing=1.6)
     if timelines:
         top, bottom = figure.subfigures(2, 1, height_ratios=(4.4, bars_height))

@@ -94,7 +94,7 @@ def memory_series(
     # First pass: the stack's height after each event, and each site's largest live bytes.
     live = [0] * n_sites
     peak_live = [0] * n_sites
-    held = busy = 0
+    held = 0
     heights = []
     sites_bytes = 0
     for event in events:
@@ -108,7 +108,7 @@ def memory_series(
             live[event[2]] -= event[3]
             sites_bytes -= event[3]
         elif kind == CACHE:
-            held, busy = event[3], event[4]
+            held = event[3]
         heights.append(sites_bytes + held)
 
     if named is not None:
