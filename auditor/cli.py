@@ -17,7 +17,13 @@ from allocaudit.auditor.engine import UNPARSABLE
 from allocaudit.auditor.engine import scan as run_scan
 from allocaudit.auditor.formats import RENDERERS
 from allocaudit.auditor.plural import plural
-from allocaudit.auditor.profiling.commands import PROGRAM_CONTEXT, profile_command, stale_check_command
+from allocaudit.auditor.profiling.commands import (
+    PROGRAM_CONTEXT,
+    compare_command,
+    plot_command,
+    profile_command,
+    stale_check_command,
+)
 from allocaudit.auditor.project import Resolver, project_root, rooted
 from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE
 from allocaudit.auditor.settings import KEYS as SETTINGS_KEYS
@@ -344,6 +350,8 @@ def unfix(
 
 app.command("profile", context_settings=PROGRAM_CONTEXT)(profile_command)
 app.command("stale-check", context_settings=PROGRAM_CONTEXT)(stale_check_command)
+app.command("compare")(compare_command)
+app.command("plot")(plot_command)
 
 
 @app.command("vendor-runtime")

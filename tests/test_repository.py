@@ -36,7 +36,7 @@ def test_every_package_folder_is_declared_for_setuptools():
     assert on_disk <= declared, f"missing from [tool.setuptools] packages: {on_disk - declared}"
 
 
-def test_auditor_and_rewrites_do_not_import_torch():
+def test_auditor_and_rewrites_do_not_import_torch_or_matplotlib():
     # Every module of both packages (the CLI, the scan and the codemods) but the dynamic
     # auditor, which imports torch on purpose; a pre-commit hook's environment has no torch.
     modules = sorted(
@@ -46,7 +46,10 @@ def test_auditor_and_rewrites_do_not_import_torch():
         if "profiling" not in source.parts and source.name != "__main__.py"
     )
     assert "allocaudit.rewrites.fix" in modules and "allocaudit.auditor.cli" in modules
-    code = f"import sys\nfor name in {modules!r}:\n    __import__(name)\nassert 'torch' not in sys.modules, 'torch was imported'"
+    code = (
+        f"import sys\nfor name in {modules!r}:\n    __import__(name)\nassert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'"  # the plot extra: only when drawing
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
