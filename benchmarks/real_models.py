@@ -845,7 +845,7 @@ def compare(records: list[dict], fixes: dict, work: Optional[Path] = None) -> li
                 if v["grads"] == "differs":
                     a, b = ref["train"]["per_param"], got["train"]["per_param"]
                     v["grads_differ_in"] = sorted(k for k in a if a.get(k) != b.get(k))[:10]
-            if variant != "orig":
+            if variant != "orig" and got["graph"] is not None:
                 v["graph_replay_vs_orig"] = same("graph", "replay_digest")
             graph = got["graph"]
             if graph is not None:
@@ -933,10 +933,12 @@ def summary_table(rows: list[dict], fixes: dict, meta: dict, records: list[dict]
     for variant in ("fix", "fix-all"):
         fx = fixes.get(variant)
         if fx:
-            used = [f"{k} ({len(n)})" for k, n in sorted(fx.get("sites", {}).items())
-                    if target_file(k) or not k.startswith("models/")]
-            lines.append(f"{variant}: {fx.get('summary')} ({fx.get('seconds')} s); in files the targets can import: "
-                         + (", ".join(used) if len(", ".join(used)) < 300 else f"{len(used)} files, see the JSON"))
+            sites = fx.get("sites", {})
+            core = {k: n for k, n in sites.items() if not k.startswith("models/")}
+            own = [f"{k.split('/')[1]} {len(n)}" for k, n in sorted(sites.items()) if target_file(k) and n]
+            lines.append(f"{variant}: {fx.get('summary')} ({fx.get('seconds')} s); in the targets' modeling files: "
+                         f"{', '.join(own) or 'none'}; outside models/: {sum(map(len, core.values()))} sites in "
+                         f"{len(core)} files")
     failures = [r for r in records if r.get("ok") is False and r.get("check") != "process"]
     for r in failures[:8]:
         lines.append(f"failed: {r.get('variant')} {r.get('model')} {r.get('size')} {r.get('check')}: "
@@ -989,6 +991,7 @@ def main() -> None:
     parser.add_argument("--profile-models", default="qwen3_moe,mixtral")
     parser.add_argument("--parallel", type=int, default=None, help="processes at once (default 10 on CUDA, 2 on CPU)")
     parser.add_argument("--real-procs", type=int, default=1, help="size-real workers at once (GPU memory)")
+    parser.add_argument("--from-json", help="print the tables of an earlier run's real_models.json, run nothing")
     # internal: one worker process
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--phase", default="eager", help=argparse.SUPPRESS)
@@ -1000,6 +1003,12 @@ def main() -> None:
     args.compile_backend = args.compile_backend or ("inductor" if cuda else "aot_eager")
     if args.worker:
         worker(args)
+        return
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        rows = compare(saved["records"], saved["fix"])
+        print("\n".join(summary_table(rows, saved["fix"], saved["meta"], saved["records"])
+                        + detail_tables(rows, saved["records"])))
         return
 
     start = time.time()
