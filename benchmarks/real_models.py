@@ -283,14 +283,17 @@ def inputs(vocab: int, size: str, device) -> dict:
 
 
 def build(T, name: str, size: str, device, dtype):
+    """``name`` is a target, or ``target:eager`` for its per-expert loop (``experts_implementation="eager"``)."""
     import torch
 
-    config = model_config(T, name, size)
+    base, _, experts = name.partition(":")
+    config = model_config(T, base, size)
     torch.manual_seed(SEED)
     if device.type == "cuda":
         torch.cuda.manual_seed_all(SEED)
+    extra = {"experts_implementation": experts} if experts else {}
     with torch.device(device):
-        model = T.AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="eager")
+        model = T.AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="eager", **extra)
     model.to(device)
     model.eval()
     model.generation_config.pad_token_id = 0
@@ -815,7 +818,8 @@ def compare(records: list[dict], fixes: dict, work: Optional[Path] = None) -> li
     idx = index(records)
     rows = []
     models = sorted({(r["model"], r["size"]) for r in records if "model" in r},
-                    key=lambda ms: (SIZES.index(ms[1]), MODELS.index(ms[0]) if ms[0] in MODELS else 99))
+                    key=lambda ms: (SIZES.index(ms[1]), ":" in ms[0], MODELS.index(ms[0].split(":")[0])
+                                    if ms[0].split(":")[0] in MODELS else 99))
     for model, size in models:
         row: dict = {"model": model, "size": size, "variants": {}}
         ref = {c: idx.get(("orig", model, size, c)) for c in
@@ -876,7 +880,7 @@ def compare(records: list[dict], fixes: dict, work: Optional[Path] = None) -> li
                 v["requests"] = {k: sum(x[:4]) for k, x in sites.get("sites", {}).items()}
             if variant != "orig":
                 files = fixes.get(variant, {}).get("sites", {})
-                own = [f for f in files if f.startswith(f"models/{model}/modeling_")]
+                own = [f for f in files if f.startswith(f"models/{model.split(':')[0]}/modeling_")]
                 v["rewritten_own"] = sum(len(files[f]) for f in own)
                 v["rewritten_moe_integration"] = len(files.get("integrations/moe.py", []))
             row["variants"][variant] = v
@@ -898,7 +902,7 @@ def summary_table(rows: list[dict], fixes: dict, meta: dict, records: list[dict]
         f"{meta.get('device_name')} | {'bf16' if meta.get('device') == 'cuda' else 'float32'} | {meta.get('date')}",
         "marks for fix,fix-all vs orig: = bitwise equal, X differs, E error, e orig failed, - not run | "
         "graph: = replay equals eager, n/c not capturable | compile default,fullgraph: o ok, F failed",
-        f"{'model':<12}{'size':<5}{'rewr':>5}{'ran':>5} {'init':>4} {'logit':>5} {'gen':>3} {'grad':>4}  "
+        f"{'model':<14}{'size':<5}{'rewr':>5}{'ran':>5} {'init':>4} {'logit':>5} {'gen':>3} {'grad':>4}  "
         f"{'graph o|f|a':<12}{'compile o|f|a':<15}{'infer MiB o/f/a':<18}{'train MiB o/f/a':<18}{'pool MiB o/f/a':<15}",
     ]
     for row in rows:
@@ -928,7 +932,7 @@ def summary_table(rows: list[dict], fixes: dict, meta: dict, records: list[dict]
         infer = "/".join(mib(x.get("peak_logits")) for x in (o, f, a))
         train = "/".join(mib(x.get("peak_train")) for x in (o, f, a))
         pools = "/".join(mib(x.get("graph_pool")) for x in (o, f, a))
-        lines.append(f"{row['model']:<12}{row['size']:<5}{rewr:>5}{ran:>5} {pair('init'):>4} {pair('logits'):>5} "
+        lines.append(f"{row['model']:<14}{row['size']:<5}{rewr:>5}{ran:>5} {pair('init'):>4} {pair('logits'):>5} "
                      f"{pair('generate'):>3} {pair('grads'):>4}  {graphs:<12}{comps:<15}{infer:<18}{train:<18}{pools:<15}")
     for variant in ("fix", "fix-all"):
         fx = fixes.get(variant)
@@ -940,11 +944,11 @@ def summary_table(rows: list[dict], fixes: dict, meta: dict, records: list[dict]
                          f"{', '.join(own) or 'none'}; outside models/: {sum(map(len, core.values()))} sites in "
                          f"{len(core)} files")
     failures = [r for r in records if r.get("ok") is False and r.get("check") != "process"]
-    for r in failures[:8]:
+    for r in failures[:6]:
         lines.append(f"failed: {r.get('variant')} {r.get('model')} {r.get('size')} {r.get('check')}: "
                      f"{(r.get('error') or '')[:110]} @ {r.get('where')}")
-    if len(failures) > 8:
-        lines.append(f"... {len(failures) - 8} more failed checks in the JSON")
+    if len(failures) > 6:
+        lines.append(f"... {len(failures) - 6} more failed checks in the JSON")
     return lines
 
 
@@ -987,9 +991,11 @@ def main() -> None:
     parser.add_argument("--job-timeout", type=float, default=None, help="seconds per worker process")
     parser.add_argument("--compile", default="on", choices=("on", "off"))
     parser.add_argument("--compile-backend", default=None, help="inductor on CUDA, aot_eager on CPU")
-    parser.add_argument("--compile-procs", type=int, default=None, help="compile workers per variant (models split)")
+    parser.add_argument("--compile-procs", type=int, default=None, help="compile workers per variant, models split (default 3 on CUDA)")
     parser.add_argument("--profile-models", default="qwen3_moe,mixtral")
-    parser.add_argument("--parallel", type=int, default=None, help="processes at once (default 10 on CUDA, 2 on CPU)")
+    parser.add_argument("--eager-experts", default="mixtral,qwen3_moe,olmoe,deepseek_v3,gpt_oss",
+                        help="also run these at size tiny with experts_implementation='eager' (the per-expert loop)")
+    parser.add_argument("--parallel", type=int, default=None, help="processes at once (default 14 on CUDA, 2 on CPU)")
     parser.add_argument("--real-procs", type=int, default=1, help="size-real workers at once (GPU memory)")
     parser.add_argument("--from-json", help="print the tables of an earlier run's real_models.json, run nothing")
     # internal: one worker process
@@ -1090,7 +1096,7 @@ def main() -> None:
         jobs.append(Job(f"{variant}: allocaudit fix", cmd, "fix", env=env, log=out / "logs" / f"{variant}-fix.log",
                         timeout=job_timeout, on_done=fix_done(variant, copy)))
 
-    compile_procs = args.compile_procs or (2 if cuda else 1)
+    compile_procs = args.compile_procs or (3 if cuda else 1)
     for variant in variants:
         venv = dict(env)
         root = roots.get(variant)
@@ -1103,7 +1109,8 @@ def main() -> None:
             common += ["--expect-root", str(root)]
         for size in args.sizes.split(","):
             # tiny: the three variants at once; real: one at a time (DeepSeek-V3 trains in ~60 GB).
-            jobs.append(Job(f"{variant}: eager {size}", [*common, "--phase", "eager", "--models", ",".join(models),
+            names = models + ([f"{m}:eager" for m in args.eager_experts.split(",") if m in models] if size == "tiny" else [])
+            jobs.append(Job(f"{variant}: eager {size}", [*common, "--phase", "eager", "--models", ",".join(names),
                                                         "--sizes", size, "--profile-models", args.profile_models,
                                                         "--results", str(results_dir / f"{variant}-eager-{size}.jsonl")],
                             f"eager-{size}", needs, env=venv, log=out / "logs" / f"{variant}-eager-{size}.log",
@@ -1111,13 +1118,13 @@ def main() -> None:
         if args.compile == "on" and "tiny" in args.sizes.split(","):
             shards = [models[i::compile_procs] for i in range(compile_procs)]
             for i, shard in enumerate(filter(None, shards)):
-                cenv = dict(venv, TORCHINDUCTOR_COMPILE_THREADS=str(max(1, (os.cpu_count() or 2) // (3 * compile_procs))))
+                cenv = dict(venv, TORCHINDUCTOR_COMPILE_THREADS=str(max(2, (os.cpu_count() or 2) // (3 * compile_procs))))
                 jobs.append(Job(f"{variant}: compile {i}", [*common, "--phase", "compile", "--models", ",".join(shard),
                                                            "--results", str(results_dir / f"{variant}-compile{i}.jsonl")],
                                 "compile", needs, env=cenv, log=out / "logs" / f"{variant}-compile{i}.log",
                                 timeout=job_timeout))
     limits = {"fix": 2, "eager-tiny": 3 if cuda else 1, "eager-real": args.real_procs,
-              "compile": 3 * compile_procs if cuda else 1, "total": args.parallel or (10 if cuda else 2)}
+              "compile": 3 * compile_procs if cuda else 1, "total": args.parallel or (14 if cuda else 2)}
 
     def finished(job: Job) -> None:
         report["jobs"][job.name] = {"status": job.status, "seconds": round((job.ended or 0) - (job.started or 0), 1),
