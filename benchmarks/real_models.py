@@ -377,7 +377,6 @@ def check_graph(ctx: dict) -> dict:
             static_out = model(static, use_cache=False).logits
         torch.cuda.synchronize()
     except Exception as exc:
-        del graph
         return {"capturable": False, "reason": "capture failed", **error_text(exc)}
     pool = torch.cuda.memory_reserved() - reserved0
     pinned = sum(b.nbytes for b in default_cache().buffers() if b.pinned) - pinned0
@@ -902,7 +901,7 @@ def summary_table(rows: list[dict], fixes: dict, meta: dict, records: list[dict]
         f"{meta.get('device_name')} | {'bf16' if meta.get('device') == 'cuda' else 'float32'} | {meta.get('date')}",
         "marks for fix,fix-all vs orig: = bitwise equal, X differs, E error, e orig failed, - not run | "
         "graph: = replay equals eager, n/c not capturable | compile default,fullgraph: o ok, F failed",
-        f"{'model':<14}{'size':<5}{'rewr':>5}{'ran':>5} {'init':>4} {'logit':>5} {'gen':>3} {'grad':>4}  "
+        f"{'model':<18}{'size':<5}{'rewr':>5}{'ran':>5} {'init':>4} {'logit':>5} {'gen':>3} {'grad':>4}  "
         f"{'graph o|f|a':<12}{'compile o|f|a':<15}{'infer MiB o/f/a':<18}{'train MiB o/f/a':<18}{'pool MiB o/f/a':<15}",
     ]
     for row in rows:
@@ -932,7 +931,7 @@ def summary_table(rows: list[dict], fixes: dict, meta: dict, records: list[dict]
         infer = "/".join(mib(x.get("peak_logits")) for x in (o, f, a))
         train = "/".join(mib(x.get("peak_train")) for x in (o, f, a))
         pools = "/".join(mib(x.get("graph_pool")) for x in (o, f, a))
-        lines.append(f"{row['model']:<14}{row['size']:<5}{rewr:>5}{ran:>5} {pair('init'):>4} {pair('logits'):>5} "
+        lines.append(f"{row['model']:<18}{row['size']:<5}{rewr:>5}{ran:>5} {pair('init'):>4} {pair('logits'):>5} "
                      f"{pair('generate'):>3} {pair('grads'):>4}  {graphs:<12}{comps:<15}{infer:<18}{train:<18}{pools:<15}")
     for variant in ("fix", "fix-all"):
         fx = fixes.get(variant)
