@@ -53,9 +53,10 @@ cuDNN deterministic, eager attention, eval mode for inference, dropout 0 (the co
 
 Results are appended per check to JSON-lines files as they come (a timeout keeps what was
 measured), merged into ``OUT/real_models.json``; ``OUT/real_models.txt`` has the tables, and the
-last lines printed are the summary table. Workers run concurrently where they can (on CUDA:
-one eager worker at a time, compile workers beside it); ``--budget`` stops everything in time to
-write the report.
+last lines printed are the summary table. Workers run concurrently where they can (on CUDA: the
+three tiny workers, ``--real-procs`` real-size workers, three compile workers per variant, each
+model's results independent of the others running); ``--budget`` (330 s on CUDA) stops everything
+in time to write the report.
 """
 
 from __future__ import annotations
