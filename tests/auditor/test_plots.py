@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -44,7 +45,8 @@ def example(tmp_path_factory):
             )
             assert fixed.returncode == 0, fixed.stdout + fixed.stderr
         # A cache of its own: the module default may hold buffers of other tests.
-        with use_cache(WorkspaceCache(name)):
+        # The example picks CUDA when it can; the pictures asserted here are those of the CPU.
+        with use_cache(WorkspaceCache(name)), mock.patch("torch.cuda.is_available", return_value=False):
             code, runs[name] = run_profiled(["python", str(script)], out=str(work / f"{name}.json"), device="cpu")
         assert code == 0
         runs[name + "_line"] = line_of(script, "workspace_0 = ")

@@ -115,5 +115,7 @@ def test_capture_spans_are_recorded_and_the_graph_class_restored():
     inside = profile.timeline.events[capture.start:capture.end]
     line = step.__code__.co_firstlineno + 1
     assert [(e[0], profile.sites[e[2]].line, e[3]) for e in inside] == [(ALLOC, line, 4096)]
-    (site,) = profile.sites
+    # torch.cuda.graph's own set-up may allocate on other lines (torch 2.11 does); the step's site is one.
+    (site,) = [s for s in profile.sites if s.line == line and s.path.endswith("test_profile_cuda.py")]
+    assert sum(s.captured_calls for s in profile.sites) == 1
     assert site.captured_calls == 1 and site.peak_live_bytes == 8192  # the captured output and the last step's
