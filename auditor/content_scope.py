@@ -15,7 +15,7 @@ an MoE quantisation method), not merely belong to an MoE model (`*MoeForCausalLM
 Discovery runs this over every file of a tree before anything is parsed, so it reads bytes,
 not the AST (a parse of every file costs what `--all` costs), and every search starts with a
 literal, which the regex engine finds at memory speed: a pattern that starts with `\\w*` or an
-alternation is tried at every position and took 2 s on vLLM's 50 MB, these take a tenth.
+alternation is tried at every position and took 2.3 s on vLLM's 50 MB, these 0.5-0.7 s.
 """
 
 from __future__ import annotations
@@ -49,19 +49,10 @@ class ContentMatch:
     name: str
     line: int
 
-    def __str__(self) -> str:
-        return f"{self.marker} {self.name} (line {self.line})"
-
-
-MARKERS = {
-    "moe-class": "defines an MoE block, experts module or top-k router class",
-    "moe-op": "calls or defines an MoE op (fused MoE, expert routing, grouped GEMM)",
-    "router-logits": "computes or passes router_logits",
-}
-
 
 def _word_start(data: bytes, at: int) -> int:
-    while at > 0 and (data[at - 1] == 95 or chr(data[at - 1]).isalnum()):  # 95: "_"
+    """Where the identifier that ends at ``at`` starts (ASCII word bytes, as `\\w` in a bytes pattern)."""
+    while at > 0 and (data[at - 1 : at] == b"_" or data[at - 1 : at].isalnum()):
         at -= 1
     return at
 
@@ -95,11 +86,13 @@ def _router_logits(data: bytes) -> Iterator[tuple[str, int]]:
             yield "router_logits", found.start()
 
 
+# In this order: a class definition is the cheapest to find and the clearest reason to show.
 _SEARCHES = (("moe-class", _classes), ("moe-op", _ops), ("router-logits", _router_logits))
 
 
 def moe_content(data: bytes) -> Optional[ContentMatch]:
-    """The first marker (in MARKERS order) that ``data`` holds, or None."""
+    """The first marker (`moe-class`, `moe-op`, `router-logits`, in that order) that ``data``
+    holds, with the name that matched and its line, or None."""
     for marker, search in _SEARCHES:
         for name, offset in search(data):
             return ContentMatch(marker, name, data.count(b"\n", 0, offset) + 1)
