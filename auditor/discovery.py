@@ -191,7 +191,7 @@ class _Scope:
         try:
             with open(path, "rb") as handle:
                 data = handle.read(settings.max_file_size)
-        except OSError:  # the scan of a file no glob took would not report it either
+        except OSError:  # unreadable and taken by no glob: out of scope, as before content counted
             return None
         found = moe_content(data)
         return ScopeReason(f"content {found.marker}", f"{found.name} (line {found.line})") if found else None
