@@ -69,7 +69,7 @@ def _main(
 def _resolver(
     config: Optional[Path],
     select=None, extend_select=None, ignore=None, all_files=False, min_confidence=None,
-    no_gitignore=False, force_exclude=None, exit_zero=False,
+    no_gitignore=False, force_exclude=None, exit_zero=False, include_by_content=None,
 ) -> Resolver:
     """Each file's settings: its nearest config's (or --config's for all), flags over them.
     A bad flag or config fails here, before anything is read."""
@@ -96,6 +96,8 @@ def _resolver(
             changes["respect_gitignore"] = False
         if force_exclude is not None:
             changes["force_exclude"] = force_exclude
+        if include_by_content is not None:
+            changes["include_by_content"] = include_by_content
         return replace(settings, **changes)
 
     try:
@@ -142,10 +144,20 @@ def _show_settings(paths: List[str], resolver: Resolver) -> None:
     typer.echo(f"enabled-codes = {json.dumps(sorted(settings.enabled_codes()))}")
 
 
+IncludeByContent = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--include-by-content/--no-include-by-content",
+        help="Also read files whose source defines or calls MoE building blocks (default: on, unless the config sets `include`).",
+    ),
+]
+
+
 @app.command()
 def scan(
     paths: Optional[List[str]] = typer.Argument(None, help="Files or folders to scan (default: the current folder)."),
-    all_files: bool = typer.Option(False, "--all", help="Scan every Python file, not only MoE-like paths (include globs)."),
+    all_files: bool = typer.Option(False, "--all", help="Scan every Python file, not only MoE code (include globs and content)."),
+    include_by_content: IncludeByContent = None,
     output_format: OutputFormat = typer.Option(OutputFormat.text, "--output-format", "--format", help="Output format (--format is an alias)."),
     output_file: Optional[Path] = typer.Option(None, "--output-file", "-o", help="Write the report to this file."),
     statistics: bool = typer.Option(False, "--statistics", help="Counts per rule code and site class instead of each finding (text or json)."),
@@ -164,7 +176,7 @@ def scan(
     config: Optional[Path] = typer.Option(None, "--config", help="pyproject.toml to read [tool.allocaudit] from for every file (default: each file's nearest one)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes (default: one per core)."),
     exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when there are findings; a file that does not parse is a finding (AA999). Other errors still exit 2."),
-    show_files: bool = typer.Option(False, "--show-files", help="List the files the scan would read, and exit."),
+    show_files: bool = typer.Option(False, "--show-files", help="List the files the scan would read, each with why (tab-separated), and exit."),
     show_settings: bool = typer.Option(False, "--show-settings", help="Show the settings the first path is scanned with, and where they come from, and exit."),
     add_noqa: bool = typer.Option(False, "--add-noqa", help="Add `# noqa: CODE` to each finding's line, and exit."),
     profile: Optional[Path] = typer.Option(
@@ -178,6 +190,7 @@ def scan(
     resolver = _resolver(
         config, select=select, extend_select=extend_select, ignore=ignore, all_files=all_files,
         min_confidence=min_confidence, no_gitignore=no_gitignore, force_exclude=force_exclude, exit_zero=exit_zero,
+        include_by_content=include_by_content,
     )
     if show_settings:
         _show_settings(paths, resolver)
@@ -185,7 +198,7 @@ def scan(
     if show_files:
         found = _discover(paths, resolver)
         for path, _ in found.files:
-            typer.echo(path)
+            typer.echo(f"{path}\t{found.reasons[path]}")
         for error in found.errors:
             typer.echo(f"{error.path}: error: {error.reason}", err=True)
         raise typer.Exit(2 if found.errors else 0)
@@ -272,7 +285,7 @@ def _report(result, mode: str, verbs: tuple[str, str]) -> None:
     if result.errors:
         summary += f" {plural(len(result.errors), 'file')} could not be processed."
     if result.files_skipped:
-        summary += f" {plural(result.files_skipped, 'file')} outside the include globs left alone (--all includes them)."
+        summary += f" {plural(result.files_skipped, 'file')} out of scope left alone (--all includes them)."
     if result.interrupted:
         written = result.files_changed if mode == WRITE else []
         out.write(f"Interrupted (Ctrl-C): {plural(len(written), 'file')} written before it:\n")
@@ -283,7 +296,7 @@ def _report(result, mode: str, verbs: tuple[str, str]) -> None:
 
 
 # Options `fix` and `unfix` share, spelled once.
-CodemodAllFiles = Annotated[bool, typer.Option("--all", help="Every Python file, not only MoE-like paths (include globs).")]
+CodemodAllFiles = Annotated[bool, typer.Option("--all", help="Every Python file, not only MoE code (include globs and content).")]
 CodemodNoGitignore = Annotated[bool, typer.Option("--no-gitignore", help="Also rewrite files that .gitignore excludes.")]
 CodemodConfig = Annotated[
     Optional[Path],
@@ -306,6 +319,7 @@ def fix(
     all_files: CodemodAllFiles = False,
     no_gitignore: CodemodNoGitignore = False,
     force_exclude: CodemodForceExclude = None,
+    include_by_content: IncludeByContent = None,
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the scan cache."),
     config: CodemodConfig = None,
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes for the scan (default: one per core)."),
@@ -314,7 +328,9 @@ def fix(
     from allocaudit.rewrites.apply import run_fix
 
     paths = paths or ["."]
-    resolver = _resolver(config, all_files=all_files, no_gitignore=no_gitignore, force_exclude=force_exclude)
+    resolver = _resolver(
+        config, all_files=all_files, no_gitignore=no_gitignore, force_exclude=force_exclude, include_by_content=include_by_content
+    )
     mode = _codemod_mode(diff, check)
     try:
         result = run_fix(paths, resolver, mode, cache_dir=_cache_dir(paths, resolver, no_cache), jobs=jobs, show_progress=sys.stderr.isatty())
@@ -332,13 +348,16 @@ def unfix(
     all_files: CodemodAllFiles = False,
     no_gitignore: CodemodNoGitignore = False,
     force_exclude: CodemodForceExclude = None,
+    include_by_content: IncludeByContent = None,
     config: CodemodConfig = None,
 ) -> None:
     """Turn get_empty calls back into the torch.zeros/torch.empty calls they stand for."""
     from allocaudit.rewrites.apply import run_unfix
 
     paths = paths or ["."]
-    resolver = _resolver(config, all_files=all_files, no_gitignore=no_gitignore, force_exclude=force_exclude)
+    resolver = _resolver(
+        config, all_files=all_files, no_gitignore=no_gitignore, force_exclude=force_exclude, include_by_content=include_by_content
+    )
     mode = _codemod_mode(diff, check)
     try:
         result = run_unfix(paths, resolver, mode)

@@ -1,6 +1,8 @@
-"""Which files a scan reads: folders walked with each file's include/exclude globs and
-.gitignore; files named on the command line always (with ``force-exclude``, only when they
-pass the same filters); symlinked folders followed once (a loop is an error)."""
+"""Which files a scan reads, and why: folders walked with each file's exclude globs and
+.gitignore, a file kept when its path matches an include glob or (``include-by-content``) its
+source defines or calls MoE building blocks; files named on the command line always (with
+``force-exclude``, only when they pass the same filters); symlinked folders followed once (a
+loop is an error)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ import re
 from dataclasses import dataclass, field
 from fnmatch import translate
 from pathlib import Path, PurePosixPath
-from typing import Iterable
+from typing import Iterable, Optional
 
 import pathspec
 
+from allocaudit.auditor.content_scope import moe_content
 from allocaudit.auditor.findings import FileError
 from allocaudit.auditor.project import Resolver, inside, project_root, rooted
 from allocaudit.auditor.settings import Settings
@@ -26,6 +29,8 @@ class GlobSet:
 
     def __init__(self, patterns: Iterable[str], ignore_case: bool = False) -> None:
         patterns = tuple(patterns)
+        self.patterns = patterns
+        self._each: Optional[tuple[tuple[str, GlobSet], ...]] = None
         self.ignore_case = ignore_case
         if ignore_case:
             patterns = tuple(p.lower() for p in patterns)
@@ -42,6 +47,16 @@ class GlobSet:
         """The whole path or any one of its parts matches (`build` excludes every folder
         named build, `*moe*` includes any MoE path)."""
         return self._match(relative) or any(self._match(part) for part in PurePosixPath(relative).parts)
+
+    def matching(self, relative: str) -> Optional[str]:
+        """The first glob, as written, that ``relative`` matches (as `matches` does), or None."""
+        if not self.matches(relative):
+            return None
+        if len(self.patterns) == 1:
+            return self.patterns[0]
+        if self._each is None:  # compiled on first use: only files a glob took are asked
+            self._each = tuple((p, GlobSet((p,), self.ignore_case)) for p in self.patterns)
+        return next(p for p, one in self._each if one.matches(relative))
 
     def matches_entry(self, relative: str, name: str) -> bool:
         """A folder entry met in a walk: its path or its own name matches (the folders above
@@ -99,11 +114,36 @@ class GitIgnore:
         return self.ignored(path, is_dir)
 
 
+@dataclass(frozen=True)
+class ScopeReason:
+    """Why a file is read. ``kind`` is what `--statistics` counts (`include glob *moe*`,
+    `content moe-class`, `named on the command line`, `--all`); ``detail`` what `--show-files`
+    adds (the class or op that matched, and its line)."""
+
+    kind: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}" if self.detail else self.kind
+
+
+NAMED = ScopeReason("named on the command line")
+ALL_FILES = ScopeReason("--all")
+
+
 @dataclass
 class Discovery:
     files: list[tuple[str, Settings]] = field(default_factory=list)  # each file with its settings
     errors: list[FileError] = field(default_factory=list)
-    skipped: int = 0  # Python files outside the include globs (`--all` scans them)
+    skipped: int = 0  # Python files out of scope (`--all` scans them)
+    reasons: dict[str, ScopeReason] = field(default_factory=dict)  # each file's reason to be read
+
+    def reason_counts(self) -> dict[str, int]:
+        """Files per kind of reason, most first."""
+        counts: dict[str, int] = {}
+        for reason in self.reasons.values():
+            counts[reason.kind] = counts.get(reason.kind, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _relative(path: str, root: str) -> str:
@@ -138,34 +178,55 @@ class _Scope:
             compiled = self._globs[settings] = (GlobSet(settings.exclude), GlobSet(settings.include, ignore_case=True))
         return compiled
 
+    def reason(self, path: str, relative: str, settings: Settings) -> Optional[ScopeReason]:
+        """Why ``path`` is in scope (it passed exclude and .gitignore), or None: `--all`, an
+        include glob, else MoE content. The content is read only for files no glob took."""
+        if settings.all_files:
+            return ALL_FILES
+        glob = self.globs(settings)[1].matching(relative)
+        if glob is not None:
+            return ScopeReason(f"include glob {glob}")
+        if not settings.include_by_content:
+            return None
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(settings.max_file_size)
+        except OSError:  # unreadable and taken by no glob: out of scope, as before content counted
+            return None
+        found = moe_content(data)
+        return ScopeReason(f"content {found.marker}", f"{found.name} (line {found.line})") if found else None
+
 
 def discover(paths: Iterable[str], resolver: "Settings | Resolver") -> Discovery:
     scope = _Scope(Resolver.of(resolver))
     found = Discovery()
     seen: set[str] = set()
 
-    def add(path: str, settings: Settings) -> None:
+    def add(path: str, settings: Settings, reason: ScopeReason) -> None:
         if path not in seen:
             seen.add(path)
             found.files.append((path, settings))
+            found.reasons[path] = reason
 
     for given in paths:
         if os.path.isdir(given):
             named_root = project_root(given)
             if _forced_out(scope, given, named_root, is_dir=True):
                 continue
-            for path, settings in _walk(given, scope, named_root, found):
-                add(path, settings)
+            for path, settings, reason in _walk(given, scope, named_root, found):
+                add(path, settings, reason)
         elif os.path.lexists(given):
             named_root = project_root(given)
             settings = scope.settings(given, named_root)
+            reason: Optional[ScopeReason] = NAMED
             if settings.force_exclude:
                 if _forced_out(scope, given, named_root, is_dir=False):
                     continue
-                if not settings.all_files and not scope.globs(settings)[1].matches(_relative(os.path.abspath(given), settings.root)):
+                reason = scope.reason(given, _relative(os.path.abspath(given), settings.root), settings)
+                if reason is None:
                     found.skipped += 1
                     continue
-            add(given, settings)
+            add(given, settings, reason)
         else:
             found.errors.append(FileError(given, "no such file or directory"))
     return found
@@ -183,7 +244,7 @@ def _forced_out(scope: _Scope, given: str, named_root: str, is_dir: bool) -> boo
     return settings.respect_gitignore and scope.gitignore.ignored_with_parents(given, is_dir)
 
 
-def _walk(top: str, scope: _Scope, named_root: str, found: Discovery) -> Iterable[tuple[str, Settings]]:
+def _walk(top: str, scope: _Scope, named_root: str, found: Discovery) -> Iterable[tuple[str, Settings, ScopeReason]]:
     visited: set[str] = set()
 
     def on_error(exc: OSError) -> None:
@@ -197,7 +258,7 @@ def _walk(top: str, scope: _Scope, named_root: str, found: Discovery) -> Iterabl
             continue
         visited.add(real)
         settings = scope.settings(folder, named_root, is_dir=True)
-        exclude, include = scope.globs(settings)
+        exclude = scope.globs(settings)[0]
         rel_folder = _relative(os.path.abspath(folder), settings.root)
         prefix = "" if rel_folder == "." else rel_folder + "/"
         kept = []
@@ -217,7 +278,8 @@ def _walk(top: str, scope: _Scope, named_root: str, found: Discovery) -> Iterabl
                 continue
             if settings.respect_gitignore and scope.gitignore.ignored(path, is_dir=False):
                 continue
-            if not settings.all_files and not include.matches(prefix + name):
+            reason = scope.reason(path, prefix + name, settings)
+            if reason is None:
                 found.skipped += 1
                 continue
-            yield path, settings
+            yield path, settings, reason

@@ -352,6 +352,7 @@ def scan(
     result = scan_files(found.files, cache_dir, jobs, show_progress)
     result.errors = sorted(found.errors + result.errors, key=lambda e: e.path)
     result.files_skipped = found.skipped
+    result.scope = found.reason_counts()
     return result
 
 

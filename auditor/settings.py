@@ -20,7 +20,9 @@ from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE
 from allocaudit.auditor.analysis.functions import AnalysisOptions
 
 # Mixture-of-Experts code lives in paths like these in every engine we know; include globs
-# ignore case, so they also match `MoE/` and `SparseMoE.py`.
+# ignore case, so they also match `MoE/` and `SparseMoE.py`. Model libraries keep theirs in
+# `models/mixtral/` and the like: `include-by-content` finds those by what the file defines
+# or calls (auditor/content_scope.py).
 DEFAULT_INCLUDE = ("*moe*", "*expert*")
 DEFAULT_EXCLUDE = (
     ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".nox", ".eggs", "__pycache__",
@@ -58,6 +60,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Settings:
     include: tuple[str, ...] = DEFAULT_INCLUDE
+    include_by_content: bool = True  # a file that defines or calls MoE building blocks is in scope too
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     select: tuple[str, ...] = ()  # empty: every rule that is on by default
     ignore: tuple[str, ...] = ()
@@ -76,7 +79,7 @@ class Settings:
     # Which files are scanned and which findings are kept afterwards: none of it changes
     # what the analysis of one file reports, so none of it is in the cache's fingerprint.
     SCOPE_FIELDS: ClassVar[tuple[str, ...]] = (
-        "include", "exclude", "respect_gitignore", "all_files", "force_exclude", "per_file_ignores", "root", "config_file",
+        "include", "include_by_content", "exclude", "respect_gitignore", "all_files", "force_exclude", "per_file_ignores", "root", "config_file",
     )
 
     def enabled_codes(self) -> frozenset[str]:
@@ -114,6 +117,8 @@ def _expand(pattern: str, option: str) -> set[str]:
 # pyproject key -> (Settings field, whether it extends the default instead of replacing it)
 KEYS = {
     "include": ("include", False),
+    "extend-include": ("include", True),
+    "include-by-content": ("include_by_content", False),
     "exclude": ("exclude", False),
     "extend-exclude": ("exclude", True),
     "select": ("select", False),
@@ -170,6 +175,11 @@ def load(config: Optional[Path], base: Settings = Settings()) -> Settings:
     for key, value in sorted(table.items(), key=lambda item: KEYS[item[0]][1]):
         field_name, extend = KEYS[key]
         values[field_name] = _check(config, key, field_name, value, extend, values.get(field_name, getattr(base, field_name)))
+    # `include` replaces the default scope, content markers included, as `exclude` replaces
+    # the default excludes: a table that names its globs gets those globs only, unless it also
+    # says `include-by-content = true`. `extend-include` adds globs and keeps the content scope.
+    if "include" in table and "include-by-content" not in table:
+        values["include_by_content"] = False
     settings = replace(base, **values)
     try:
         settings.enabled_codes()  # unknown codes fail here, naming the option

@@ -52,7 +52,7 @@ class RunResult:
     files_changed: list[str] = field(default_factory=list)
     diffs: list[str] = field(default_factory=list)
     files_seen: int = 0
-    files_skipped: int = 0  # Python files outside the include globs
+    files_skipped: int = 0  # Python files out of scope
     interrupted: bool = False  # Ctrl-C: what is listed was done, the rest was not
 
     def exit_code(self, mode: Mode) -> int:

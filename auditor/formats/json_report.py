@@ -87,7 +87,12 @@ SCHEMA = _document(
             "properties": {
                 "files_scanned": {"type": "integer"},
                 "files_analysed": {"type": "integer"},
-                "files_skipped": {"type": "integer", "description": "Python files outside the include globs (--all scans them)"},
+                "files_skipped": {"type": "integer", "description": "Python files out of scope (--all scans them)"},
+                "files_by_scope_reason": {
+                    "type": "object",
+                    "description": "files read per reason: `include glob GLOB`, `content MARKER`, `named on the command line`, `--all`",
+                    "additionalProperties": {"type": "integer"},
+                },
                 "findings": {"type": "integer"},
                 "fixable": {"type": "integer"},
                 "errors": {"type": "integer"},
@@ -115,6 +120,7 @@ def to_document(result: ScanResult) -> dict:
             "files_scanned": result.files_scanned,
             "files_analysed": result.files_analysed,
             "files_skipped": result.files_skipped,
+            "files_by_scope_reason": result.scope,
             "findings": len(result.findings),
             "fixable": sum(f.fixable for f in result.findings),
             "errors": len(result.errors),

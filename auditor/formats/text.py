@@ -22,7 +22,7 @@ def summary(result: ScanResult) -> str:
     """The closing line: what was found, in how many files, what the scope left out."""
     scanned = f"{plural(result.files_scanned, 'file')} scanned"
     if result.files_skipped:
-        scanned += f"; {plural(result.files_skipped, 'file')} outside the include globs skipped (--all scans them)"
+        scanned += f"; {plural(result.files_skipped, 'file')} out of scope skipped (--all scans them)"
     parts = []
     if result.findings:
         parts.append(f"Found {plural(len(result.findings), 'finding')} in {scanned}.")
@@ -43,6 +43,8 @@ def _statistics(result: ScanResult) -> str:
         rows.append(f"{row['count']:6d}\t{row['code']}\t{row['name']}\t{mark}".rstrip())
     for site_class, count in sorted(Counter(f.site_class for f in result.findings if f.site_class).items()):
         rows.append(f"{count:6d}\t{site_class} sites")
+    for reason, count in result.scope.items():
+        rows.append(f"{count:6d}\t{'file' if count == 1 else 'files'} in scope by {reason}")
     if result.errors:
         rows.append(f"{len(result.errors):6d}\t{'file' if len(result.errors) == 1 else 'files'} could not be scanned")
     rows.append(summary(result))

@@ -1,7 +1,9 @@
 """Which files `allocaudit scan` reads, through the real command: the project root, the nearest
-config per file, include globs that ignore case, .gitignore with or without git,
---force-exclude, --show-files, --show-settings and the summary's count of skipped files."""
+config per file, include globs that ignore case, MoE content, .gitignore with or without git,
+--force-exclude, --show-files and --statistics with the reason, --show-settings and the
+summary's count of skipped files."""
 
+import json
 import os
 import subprocess
 import sys
@@ -17,11 +19,17 @@ def run(*args, cwd):
     )
 
 
-def shown(*args, cwd):
-    """The files `--show-files` lists, as paths relative to ``cwd``."""
+def reasons(*args, cwd):
+    """`--show-files`' rows: each file, relative to ``cwd``, with why it is read."""
     result = run("scan", "--show-files", *args, cwd=cwd)
     assert result.returncode == 0, result.stdout + result.stderr
-    return sorted(os.path.normpath(line) for line in result.stdout.splitlines())
+    rows = (line.split("\t") for line in result.stdout.splitlines())
+    return {os.path.normpath(path): reason for path, reason in rows}
+
+
+def shown(*args, cwd):
+    """The files `--show-files` lists, as paths relative to ``cwd``."""
+    return sorted(reasons(*args, cwd=cwd))
 
 
 def write(path, text=WORKSPACE):
@@ -132,7 +140,7 @@ def test_force_exclude_filters_named_files_as_pre_commit_passes_them(tmp_path):
     assert shown(*named, cwd=tmp_path) == sorted(named)  # named files are always read...
     assert shown("--force-exclude", *named, cwd=tmp_path) == ["model/fused_moe/layer.py"]  # ...unless forced
     result = run("scan", "--no-cache", "--force-exclude", *named, cwd=tmp_path)
-    assert "1 file outside the include globs skipped" in result.stdout
+    assert "1 file out of scope skipped" in result.stdout
     (tmp_path / "pyproject.toml").write_text("[tool.allocaudit]\nforce-exclude = true\n")
     assert shown(*named, cwd=tmp_path) == ["model/fused_moe/layer.py"]
 
@@ -140,7 +148,7 @@ def test_force_exclude_filters_named_files_as_pre_commit_passes_them(tmp_path):
 def test_summary_counts_the_files_the_scope_skipped(wheel):
     result = run("scan", "--no-cache", "layers", cwd=wheel)
     assert result.stdout.splitlines()[-1] == (
-        "Found 2 findings in 3 files scanned; 2 files outside the include globs skipped (--all scans them). "
+        "Found 2 findings in 3 files scanned; 2 files out of scope skipped (--all scans them). "
         "[*] 2 fixable with `allocaudit fix`."
     )
     assert run("scan", "--no-cache", "--all", "layers", cwd=wheel).stdout.splitlines()[-1].startswith("Found 3 findings in 5 files scanned.")
@@ -166,3 +174,111 @@ def test_exclude_and_extend_exclude_do_not_depend_on_key_order(tmp_path):
     for table in ('extend-exclude = ["b"]\nexclude = ["a"]\n', 'exclude = ["a"]\nextend-exclude = ["b"]\n'):
         (tmp_path / "pyproject.toml").write_text("[tool.allocaudit]\n" + table)
         assert shown(".", cwd=tmp_path) == ["moe/c/layer.py"], table
+
+
+# MoE code outside any MoE-like path, as model libraries keep it (transformers' models/mixtral/).
+EXPERTS = (
+    "import torch\n"
+    "from torch import nn\n"
+    "\n"
+    "class MixtralExperts(nn.Module):\n"
+    "    def forward(self, x, top_k_index):\n"
+    "        ws = torch.empty(x.shape[0], device='cuda')\n"
+    "        kernel(x, top_k_index, ws)\n"
+    "        return x\n"
+)
+SAMPLER = (
+    "import torch\n"
+    "\n"
+    "class TopKSampler:\n"
+    "    def forward(self, logits, k):\n"
+    "        values, indices = torch.topk(logits, k)\n"
+    "        probs = torch.empty(logits.shape[0], device='cuda')\n"
+    "        kernel(values, probs)\n"
+    "        return indices\n"
+)
+
+
+@pytest.fixture
+def model_library(tmp_path):
+    """A project whose MoE code is in scope by content only: no path names MoE or experts."""
+    write(tmp_path / "pyproject.toml", "[project]\nname = 'lib'\n")
+    models = tmp_path / "lib" / "models"
+    write(models / "mixtral" / "modeling.py", EXPERTS)
+    write(models / "dbrx" / "modeling.py", WORKSPACE + "def route(router_logits, k):\n    return router_logits.topk(k)\n")
+    write(models / "llama" / "modeling.py", WORKSPACE.replace("forward", "fused_moe_forward") + "\n")  # defines an MoE op
+    write(models / "gpt" / "modeling.py", WORKSPACE + "out = fused_experts(x, w1, w2, topk_weights, topk_ids)\n")
+    write(models / "qwen" / "configuration.py", "class Qwen3MoeConfig:\n    num_experts = 8\n")
+    write(models / "qwen" / "loader.py", WORKSPACE + "if is_moe_model(config):\n    pass\n# the MoE experts' weights\n")
+    write(models / "qwen" / "vision.py", "class Qwen3VLMoeVisionPatchMerger:\n    pass\n")
+    write(tmp_path / "lib" / "sampling" / "sampler.py", SAMPLER)
+    write(tmp_path / "lib" / "layers" / "fused_moe" / "layer.py")
+    return tmp_path
+
+
+def test_moe_content_puts_a_file_in_scope_and_says_why(model_library):
+    assert reasons("lib", cwd=model_library) == {
+        "lib/layers/fused_moe/layer.py": "include glob *moe*",
+        "lib/models/mixtral/modeling.py": "content moe-class: MixtralExperts (line 4)",
+        "lib/models/dbrx/modeling.py": "content router-logits: router_logits (line 5)",
+        "lib/models/llama/modeling.py": "content moe-op: fused_moe_forward (line 2)",
+        "lib/models/gpt/modeling.py": "content moe-op: fused_experts (line 5)",
+    }  # not the sampler's torch.topk, a config class, `is_moe_model()`, a comment, an MoE model's vision part
+
+
+def test_a_sampler_using_topk_is_not_moe_code(model_library):
+    result = run("scan", "--no-cache", "lib", cwd=model_library)
+    assert "sampler.py" not in result.stdout
+    assert "lib/models/mixtral/modeling.py:6:14: AA101" in result.stdout
+    named = run("scan", "--no-cache", "lib/sampling/sampler.py", cwd=model_library)
+    assert "sampler.py:6:" in named.stdout  # a file named on the command line is always read
+
+
+def test_content_scope_off_gives_the_globs_only(model_library):
+    path_only = {"lib/layers/fused_moe/layer.py": "include glob *moe*"}
+    assert reasons("--no-include-by-content", "lib", cwd=model_library) == path_only
+    (model_library / "pyproject.toml").write_text("[tool.allocaudit]\ninclude-by-content = false\n")
+    assert reasons("lib", cwd=model_library) == path_only
+    assert "lib/models/mixtral/modeling.py" in reasons("--include-by-content", "lib", cwd=model_library)
+
+
+def test_an_explicit_include_replaces_the_default_scope(model_library):
+    config = model_library / "pyproject.toml"
+    config.write_text('[tool.allocaudit]\ninclude = ["*fused_moe*", "*dbrx*"]\n')
+    assert shown("lib", cwd=model_library) == ["lib/layers/fused_moe/layer.py", "lib/models/dbrx/modeling.py"]
+    config.write_text('[tool.allocaudit]\ninclude = ["*llama*"]\ninclude-by-content = true\n')
+    assert shown("lib", cwd=model_library) == [
+        "lib/models/dbrx/modeling.py", "lib/models/gpt/modeling.py", "lib/models/llama/modeling.py", "lib/models/mixtral/modeling.py",
+    ]
+    assert reasons("lib", cwd=model_library)["lib/models/llama/modeling.py"] == "include glob *llama*"  # a glob is named first
+    config.write_text('[tool.allocaudit]\nextend-include = ["*sampling*"]\n')
+    assert len(shown("lib", cwd=model_library)) == 6  # the default globs, the content, and the sampler
+    settings = run("scan", "--show-settings", "lib", cwd=model_library).stdout.splitlines()
+    assert 'include = ["*moe*", "*expert*", "*sampling*"]' in settings
+    assert "include-by-content = true" in settings
+
+
+def test_statistics_count_the_files_by_reason(model_library):
+    result = run("scan", "--no-cache", "--statistics", "lib", cwd=model_library)
+    lines = result.stdout.splitlines()
+    assert "     2\tfiles in scope by content moe-op" in lines
+    assert "     1\tfile in scope by content moe-class" in lines
+    assert "     1\tfile in scope by include glob *moe*" in lines
+    assert lines[-1].startswith("Found 5 findings in 5 files scanned; 4 files out of scope skipped")
+    document = json.loads(run("scan", "--no-cache", "--statistics", "--format", "json", "lib", cwd=model_library).stdout)
+    assert document["summary"]["files_by_scope_reason"] == {
+        "content moe-op": 2, "content moe-class": 1, "content router-logits": 1, "include glob *moe*": 1,
+    }
+
+
+def test_hooks_pass_named_files_through_the_content_scope(model_library):
+    write(model_library / "build" / "lib" / "modeling.py", EXPERTS)
+    named = ["lib/models/mixtral/modeling.py", "lib/sampling/sampler.py", "lib/models/qwen/configuration.py", "build/lib/modeling.py"]
+    assert shown(*named, cwd=model_library) == sorted(named)
+    assert reasons("--force-exclude", *named, cwd=model_library) == {"lib/models/mixtral/modeling.py": "content moe-class: MixtralExperts (line 4)"}
+    assert shown("--force-exclude", "--no-include-by-content", *named, cwd=model_library) == []
+    result = run("scan", "--no-cache", "--force-exclude", *named, cwd=model_library)
+    assert "2 files out of scope skipped" in result.stdout
+    fixed = run("fix", "--diff", "--force-exclude", *named, cwd=model_library)
+    assert "+++ b/lib/models/mixtral/modeling.py" in fixed.stdout and "sampler" not in fixed.stdout
+    assert "2 files out of scope left alone" in fixed.stderr
