@@ -51,6 +51,11 @@ Sites the codemod leaves alone say why in the JSON output (`not_fixable_reason`)
 torch.compile'd functions, custom-op implementations, `out=`/`requires_grad=`/
 `pin_memory=`, ones/full fills, strides, and `*_like` without an explicit
 memory_format=torch.contiguous_format.
+
+Fix safety: the fix is safe ([*]) unless the buffer reaches what the runtime cannot
+see: `.record_stream()`, `.resize_()`/`.resize_as_()` or its storage
+(`.untyped_storage()`, `.storage()`). Those fixes are unsafe ([!], `unsafe_reason` in
+the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
 """
     VALID = (
         # Not CUDA, or the default device.
