@@ -53,6 +53,17 @@ class Confidence(str, Enum):
     high = "high"
 
 
+# ruff's flag: unsafe fixes count as fixable ([*]) and `fix` applies them; --no-unsafe-fixes
+# also drops the hints about them.
+UnsafeFixes = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--unsafe-fixes/--no-unsafe-fixes",
+        help="Apply unsafe fixes too (README: Fix safety); --no-unsafe-fixes also hides the hints about them.",
+    ),
+]
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"allocaudit {VERSION}")
@@ -69,7 +80,7 @@ def _main(
 def _resolver(
     config: Optional[Path],
     select=None, extend_select=None, ignore=None, all_files=False, min_confidence=None,
-    no_gitignore=False, force_exclude=None, exit_zero=False, include_by_content=None,
+    no_gitignore=False, force_exclude=None, exit_zero=False, include_by_content=None, unsafe_fixes=None,
 ) -> Resolver:
     """Each file's settings: its nearest config's (or --config's for all), flags over them.
     A bad flag or config fails here, before anything is read."""
@@ -98,6 +109,8 @@ def _resolver(
             changes["force_exclude"] = force_exclude
         if include_by_content is not None:
             changes["include_by_content"] = include_by_content
+        if unsafe_fixes is not None:
+            changes["unsafe_fixes"] = unsafe_fixes
         return replace(settings, **changes)
 
     try:
@@ -171,6 +184,7 @@ def scan(
     force_exclude: Optional[bool] = typer.Option(
         None, "--force-exclude/--no-force-exclude", help="Filter files named on the command line through include/exclude and .gitignore too (for pre-commit)."
     ),
+    unsafe_fixes: UnsafeFixes = None,
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the cache."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache folder (default: .allocaudit_cache next to the config, or here)."),
     config: Optional[Path] = typer.Option(None, "--config", help="pyproject.toml to read [tool.allocaudit] from for every file (default: each file's nearest one)."),
@@ -190,7 +204,7 @@ def scan(
     resolver = _resolver(
         config, select=select, extend_select=extend_select, ignore=ignore, all_files=all_files,
         min_confidence=min_confidence, no_gitignore=no_gitignore, force_exclude=force_exclude, exit_zero=exit_zero,
-        include_by_content=include_by_content,
+        include_by_content=include_by_content, unsafe_fixes=unsafe_fixes,
     )
     if show_settings:
         _show_settings(paths, resolver)
@@ -265,23 +279,28 @@ def _codemod_mode(diff: bool, check: bool) -> str:
     return DIFF if diff else CHECK if check else WRITE
 
 
-def _report(result, mode: str, verbs: tuple[str, str]) -> None:
+def _report(result, mode: str, verbs: tuple[str, str], show_fixes: bool = False) -> None:
     """Rows like ruff's: `path:line:col: ...`; with --diff the diff alone goes to stdout."""
     from allocaudit.rewrites.apply import CHECK, DIFF, WRITE
 
     for diff in result.diffs:
         sys.stdout.write(diff)
     out = sys.stderr if mode == DIFF else sys.stdout
-    if mode == CHECK:
+    if mode == CHECK or show_fixes:
+        done = "fixed" if mode == WRITE else "would rewrite"
         for row in result.changed:
-            out.write(f"{row.path}:{row.line}:{row.col}: would rewrite {row.text}\n")
+            out.write(f"{row.path}:{row.line}:{row.col}: {done} {row.text}\n")
     for row in result.skipped:
         out.write(f"{row.path}:{row.line}:{row.col}: skipped: {row.text}\n")
+    for row in result.held:
+        out.write(f"{row.path}:{row.line}:{row.col}: unsafe fix not applied: {row.text}\n")
     for error in result.errors:
         out.write(f"{error.path}: error: {error.reason}\n")
     done, pending = verbs
     verb = done if mode not in (CHECK, DIFF) else pending
     summary = f"{verb} {plural(len(result.changed), 'site')} in {plural(len(result.files_changed), 'file')} ({len(result.skipped)} skipped)."
+    if result.held:
+        summary += f" {plural(len(result.held), 'hidden fix', 'hidden fixes')} can be enabled with the `--unsafe-fixes` option."
     if result.errors:
         summary += f" {plural(len(result.errors), 'file')} could not be processed."
     if result.files_skipped:
@@ -323,20 +342,23 @@ def fix(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the scan cache."),
     config: CodemodConfig = None,
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes for the scan (default: one per core)."),
+    unsafe_fixes: UnsafeFixes = None,
+    show_fixes: bool = typer.Option(False, "--show-fixes", help="List each site rewritten (with --diff: each site that would be)."),
 ) -> None:
     """Rewrite per-call CUDA workspaces (AA101 sites the scan marks [*]) into get_empty calls."""
     from allocaudit.rewrites.apply import run_fix
 
     paths = paths or ["."]
     resolver = _resolver(
-        config, all_files=all_files, no_gitignore=no_gitignore, force_exclude=force_exclude, include_by_content=include_by_content
+        config, all_files=all_files, no_gitignore=no_gitignore, force_exclude=force_exclude,
+        include_by_content=include_by_content, unsafe_fixes=unsafe_fixes,
     )
     mode = _codemod_mode(diff, check)
     try:
         result = run_fix(paths, resolver, mode, cache_dir=_cache_dir(paths, resolver, no_cache), jobs=jobs, show_progress=sys.stderr.isatty())
     except ConfigError as exc:
         fail(str(exc))
-    _report(result, mode, ("Fixed", "Would fix"))
+    _report(result, mode, ("Fixed", "Would fix"), show_fixes)
     raise typer.Exit(result.exit_code(mode))
 
 

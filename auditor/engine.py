@@ -124,6 +124,8 @@ def _finding(path: str, lines: list[str], rule, report: Report) -> Finding:
         fixable=bool(site and offers_fix and site.fixable),
         not_fixable_reason=(site.not_fixable_reason if site and offers_fix else None),
         notes=site.notes if site else (),
+        fix_safety=(site.fix_safety if site and offers_fix else None),
+        unsafe_reason=(site.unsafe_reason if site and offers_fix and site.fixable else None),
     )
 
 
@@ -368,6 +370,8 @@ def scan_files(
     sources: dict[str, tuple[bytes, int]] = {}
     for path, settings in files:
         index = variants.setdefault(settings, len(variants))
+        if settings.unsafe_fixes is not None:
+            result.unsafe_fixes[path] = settings.unsafe_fixes
         try:
             sources[path] = read_bytes(path, settings.max_file_size), index
         except SourceError as exc:

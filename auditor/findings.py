@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from allocaudit.auditor.analysis.fix_safety import SAFE
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -26,6 +28,13 @@ class Finding:
     fixable: bool = False
     not_fixable_reason: Optional[str] = None
     notes: tuple[str, ...] = ()
+    fix_safety: Optional[str] = None  # "safe" or "unsafe" for a fixable finding
+    unsafe_reason: Optional[str] = None
+
+    def fix_applies(self, unsafe_fixes: Optional[bool]) -> bool:
+        """Whether `allocaudit fix` rewrites this finding: a safe fix always, an unsafe one
+        with `--unsafe-fixes` (ruff's applicability)."""
+        return self.fixable and (self.fix_safety == SAFE or bool(unsafe_fixes))
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -53,6 +62,17 @@ class ScanResult:
     files_skipped: int = 0  # Python files out of scope (`--all` scans them)
     scope: dict[str, int] = field(default_factory=dict)  # files read per reason (discovery's ScopeReason.kind)
     cache_hits: int = 0
+    # Files whose settings say `unsafe-fixes` (true: apply them; false: not, and no hints).
+    unsafe_fixes: dict[str, bool] = field(default_factory=dict)
+
+    def fix_applies(self, finding: Finding) -> bool:
+        """Whether `allocaudit fix`, with the settings of the finding's file, rewrites it."""
+        return finding.fix_applies(self.unsafe_fixes.get(finding.path))
+
+    def hidden_fix(self, finding: Finding) -> bool:
+        """An unsafe fix that `fix` holds back and that `--unsafe-fixes` would apply
+        (ruff's "hidden fix"); not hinted at where unsafe-fixes is set to false."""
+        return finding.fixable and not self.fix_applies(finding) and self.unsafe_fixes.get(finding.path) is None
 
     @property
     def exit_code(self) -> int:

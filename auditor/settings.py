@@ -73,13 +73,17 @@ class Settings:
     all_files: bool = False  # --all: ignore `include`
     force_exclude: bool = False  # files named on the command line pass include/exclude too
     per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (glob, codes) pairs
+    # Apply unsafe fixes too (ruff's `unsafe-fixes`); None: no, but say how many were held back.
+    unsafe_fixes: Optional[bool] = None
     root: Optional[str] = None  # the folder globs are relative to: the config's, or the project root
     config_file: Optional[str] = None  # the pyproject.toml these settings come from
 
-    # Which files are scanned and which findings are kept afterwards: none of it changes
-    # what the analysis of one file reports, so none of it is in the cache's fingerprint.
+    # Which files are scanned, which findings are kept afterwards and which fixes apply:
+    # none of it changes what the analysis of one file reports, so none of it is in the
+    # cache's fingerprint.
     SCOPE_FIELDS: ClassVar[tuple[str, ...]] = (
         "include", "include_by_content", "exclude", "respect_gitignore", "all_files", "force_exclude", "per_file_ignores", "root", "config_file",
+        "unsafe_fixes",
     )
 
     def enabled_codes(self) -> frozenset[str]:
@@ -133,6 +137,7 @@ KEYS = {
     "respect-gitignore": ("respect_gitignore", False),
     "force-exclude": ("force_exclude", False),
     "per-file-ignores": ("per_file_ignores", False),
+    "unsafe-fixes": ("unsafe_fixes", False),
 }
 
 

@@ -25,7 +25,7 @@ from allocaudit.auditor.project import Resolver
 from allocaudit.auditor.rules import FIXABLE_CODES
 from allocaudit.auditor.settings import Settings
 from allocaudit.rewrites.files import SourceError, SourceFile, WriteError, read_source, write_atomic
-from allocaudit.rewrites.fix import fix_source
+from allocaudit.rewrites.fix import Rewrite, fix_source
 from allocaudit.rewrites.unfix import unfix_source
 
 Mode = Literal["write", "diff", "check"]
@@ -48,6 +48,7 @@ class SiteRow:
 class RunResult:
     changed: list[SiteRow] = field(default_factory=list)  # sites rewritten (or pending)
     skipped: list[SiteRow] = field(default_factory=list)
+    held: list[SiteRow] = field(default_factory=list)  # unsafe fixes not applied, with why they are unsafe
     errors: list[FileError] = field(default_factory=list)
     files_changed: list[str] = field(default_factory=list)
     diffs: list[str] = field(default_factory=list)
@@ -91,10 +92,10 @@ def run_fix(
         by_path = defaultdict(list)
         for finding in scanned.findings:
             by_path[finding.path].append(finding)
-        max_size = {path: s.max_file_size for path, s in files}
+        settings_of = dict(files)
         bar = ProgressBar("fixing", len(by_path)) if show_progress and len(by_path) >= PROGRESS_FROM else None
         for path, findings in sorted(by_path.items()):
-            _fix_file(path, findings, max_size[path], before.get(path), mode, result)
+            _fix_file(path, findings, settings_of[path], before.get(path), mode, result)
             if bar:
                 bar.advance()
     except KeyboardInterrupt:
@@ -105,9 +106,9 @@ def run_fix(
     return result
 
 
-def _fix_file(path: str, findings: list, max_size: int, stamp, mode: Mode, result: RunResult) -> None:
+def _fix_file(path: str, findings: list, settings: Settings, stamp, mode: Mode, result: RunResult) -> None:
     try:
-        source = read_source(path, max_size)
+        source = read_source(path, settings.max_file_size)
     except SourceError as exc:
         result.errors.append(FileError(path, str(exc)))
         return
@@ -115,7 +116,7 @@ def _fix_file(path: str, findings: list, max_size: int, stamp, mode: Mode, resul
         result.errors.append(FileError(path, "file changed during the run: not rewritten"))
         return
     try:
-        fixed = fix_source(path, source.text, findings)
+        fixed = fix_source(path, source.text, findings, settings.unsafe_fixes)
     except cst.ParserSyntaxError as exc:
         result.errors.append(FileError(path, f"libcst cannot parse it: {exc.message} at line {exc.raw_line}"))
         return
@@ -123,9 +124,16 @@ def _fix_file(path: str, findings: list, max_size: int, stamp, mode: Mode, resul
         result.errors.append(FileError(path, f"internal error while rewriting: {type(exc).__name__}: {exc}"))
         return
     result.skipped += [SiteRow(path, s.finding.line, s.finding.col, s.reason) for s in fixed.skips]
-    rows = [SiteRow(path, r.finding.line, r.finding.col, f"`{r.finding.api}` -> get_empty(cache_name={r.cache_name!r})") for r in fixed.rewrites]
+    result.held += [SiteRow(path, s.finding.line, s.finding.col, s.reason) for s in fixed.held]
+    rows = [SiteRow(path, r.finding.line, r.finding.col, _rewritten(r)) for r in fixed.rewrites]
     if fixed.text is not None and _finish(source, fixed.text, mode, result):
         result.changed += rows
+
+
+def _rewritten(rewrite: Rewrite) -> str:
+    finding = rewrite.finding
+    text = f"`{finding.api}` -> get_empty(cache_name={rewrite.cache_name!r})"
+    return text + (f" (unsafe fix: {finding.unsafe_reason})" if finding.unsafe_reason else "")
 
 
 def run_unfix(paths: Iterable[str], settings: "Settings | Resolver", mode: Mode = WRITE) -> RunResult:

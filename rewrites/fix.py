@@ -1,7 +1,8 @@
 """`allocaudit fix`: workspace allocations -> `get_empty` calls of the runtime cache.
 
 The scan decides which sites may be rewritten (`Finding.fixable`, by the policy of
-`allocaudit.auditor.analysis.fixability`); this module finds the
+`allocaudit.auditor.analysis.fixability`) and which rewrites are safe (`Finding.fix_safety`,
+by `allocaudit.auditor.analysis.fix_safety`; unsafe ones only with `--unsafe-fixes`); this module finds the
 same calls again in a libcst tree by position, rewrites each one with its own arguments
 as written, adds `from allocaudit.runtime import get_empty` once, and leaves every other byte alone. A site whose rewrite would change
 what the program does is skipped with a reason instead.
@@ -63,6 +64,7 @@ class FileFix:
     text: Optional[str] = None
     rewrites: list[Rewrite] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
+    held: list[Skip] = field(default_factory=list)  # unsafe fixes not applied (no --unsafe-fixes), with the reason
 
 
 @dataclass
@@ -86,8 +88,9 @@ class _FixError(Exception):
     """A site the codemod cannot rewrite exactly; the message is the reason."""
 
 
-def fix_source(path: str, text: str, findings: Sequence[Finding]) -> FileFix:
-    """Rewrite the fixable findings of one file (of the rules that offer a fix). ``findings``
+def fix_source(path: str, text: str, findings: Sequence[Finding], unsafe_fixes: Optional[bool] = None) -> FileFix:
+    """Rewrite the fixable findings of one file (of the rules that offer a fix) whose fix
+    applies: the safe ones, and the unsafe ones too with ``unsafe_fixes``. ``findings``
     come from a scan of ``text``."""
     result = FileFix()
     candidates = []
@@ -96,8 +99,10 @@ def fix_source(path: str, text: str, findings: Sequence[Finding]) -> FileFix:
             continue
         if not finding.fixable:
             result.skips.append(Skip(finding, finding.not_fixable_reason or "not fixable"))
-        else:
+        elif finding.fix_applies(unsafe_fixes):
             candidates.append(finding)
+        elif unsafe_fixes is None:  # held back, and said so (unsafe-fixes = false: silently)
+            result.held.append(Skip(finding, finding.unsafe_reason or "unsafe fix"))
     if not candidates:
         return result
 

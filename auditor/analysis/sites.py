@@ -22,6 +22,7 @@ from allocaudit.auditor.analysis.devices import Device, DeviceClassifier
 from allocaudit.auditor.analysis.effects import CallEffects
 from allocaudit.auditor.analysis.escapes import Escape, FlowResult, FunctionFlow
 from allocaudit.auditor.analysis.factories import ALL_FACTORY_NAMES, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, BoundArgs, bind
+from allocaudit.auditor.analysis.fix_safety import SAFE, UNSAFE, FixSafety, unsafe_reason
 from allocaudit.auditor.analysis.fixability import not_fixable_reason
 from allocaudit.auditor.analysis.functions import AnalysisOptions, FunctionInfo
 from allocaudit.auditor.analysis.index import ModuleIndex
@@ -59,10 +60,19 @@ class AllocationSite:
     not_fixable_reason: Optional[str]
     # Long-lived places the value is stored into (attributes, globals, their entries).
     stored_into: tuple[ast.AST, ...] = ()
+    # Why the rewrite is an unsafe fix (`fix --unsafe-fixes` only); None for a safe one.
+    unsafe_reason: Optional[str] = None
 
     @property
     def qualname(self) -> str:
         return self.function.qualname if self.function else "<module>"
+
+    @property
+    def fix_safety(self) -> Optional[FixSafety]:
+        """SAFE or UNSAFE for a fixable site, None for the others."""
+        if not self.fixable:
+            return None
+        return UNSAFE if self.unsafe_reason is not None else SAFE
 
 
 @dataclass(eq=False)  # one module's facts: compared and hashed by identity
@@ -148,6 +158,7 @@ class SiteFinder:
         reason = not_fixable_reason(
             call, site_class, factory, bound, device, moved, info, flow_result, notes, lambda e: self.index.resolve(e, call)
         )
+        unsafe = unsafe_reason(call, function, info.workspace_helper, self.index) if reason is None else None
         return AllocationSite(
             call=call,
             api=api,
@@ -161,6 +172,7 @@ class SiteFinder:
             fixable=reason is None,
             not_fixable_reason=reason,
             stored_into=tuple(e.target for e in flow_result.stores if e.target is not None),
+            unsafe_reason=unsafe,
         )
 
     @staticmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+from allocaudit.auditor.analysis.fix_safety import UNSAFE
 from allocaudit.auditor.findings import ScanResult
 from allocaudit.auditor.formats.text import statistics_rows
 from allocaudit.auditor.version import VERSION
@@ -70,6 +71,11 @@ SCHEMA = _document(
                     "fixable": {"type": "boolean"},
                     "not_fixable_reason": _NULLABLE_STRING,
                     "notes": {"type": "array", "items": {"type": "string"}},
+                    "fix_safety": {
+                        "enum": ["safe", "unsafe", None],
+                        "description": "for a fixable finding: `fix` applies a safe fix, an unsafe one only with --unsafe-fixes",
+                    },
+                    "unsafe_reason": {**_NULLABLE_STRING, "description": "why the fix is unsafe"},
                 },
             },
         },
@@ -95,6 +101,7 @@ SCHEMA = _document(
                 },
                 "findings": {"type": "integer"},
                 "fixable": {"type": "integer"},
+                "unsafe_fixable": {"type": "integer", "description": "fixable findings whose fix is unsafe"},
                 "errors": {"type": "integer"},
                 "by_code": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "by_site_class": {"type": "object", "additionalProperties": {"type": "integer"}},
@@ -123,6 +130,7 @@ def to_document(result: ScanResult) -> dict:
             "files_by_scope_reason": result.scope,
             "findings": len(result.findings),
             "fixable": sum(f.fixable for f in result.findings),
+            "unsafe_fixable": sum(f.fixable and f.fix_safety == UNSAFE for f in result.findings),
             "errors": len(result.errors),
             "by_code": by_code,
             "by_site_class": by_class,
@@ -144,6 +152,7 @@ STATISTICS_SCHEMA = _document(
                     "name": {"type": "string"},
                     "count": {"type": "integer", "minimum": 1},
                     "fixable": {"type": "integer", "minimum": 0},
+                    "unsafe_fixable": {"type": "integer", "minimum": 0, "description": "of the fixable, those whose fix is unsafe"},
                 },
             },
         },

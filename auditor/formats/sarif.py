@@ -52,7 +52,7 @@ def to_sarif(result: ScanResult) -> dict:
         properties = {
             key: value
             for key, value in f.to_dict().items()
-            if key in ("api", "device_form", "device", "site_class", "function", "confidence", "fixable", "not_fixable_reason", "notes")
+            if key in ("api", "device_form", "device", "site_class", "function", "confidence", "fixable", "not_fixable_reason", "notes", "fix_safety", "unsafe_reason")
         }
         results.append(
             {

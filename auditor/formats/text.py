@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from allocaudit.auditor.findings import ScanResult
+from allocaudit.auditor.analysis.fix_safety import UNSAFE
+from allocaudit.auditor.findings import Finding, ScanResult
 from allocaudit.auditor.plural import plural
 from allocaudit.auditor.rules import RULES_BY_CODE
 
@@ -12,10 +13,32 @@ from allocaudit.auditor.rules import RULES_BY_CODE
 def render_text(result: ScanResult, statistics: bool = False) -> str:
     if statistics:
         return _statistics(result)
-    out = [f"{f.path}:{f.line}:{f.col}: {f.code} {'[*] ' if f.fixable else ''}{f.message}" for f in result.findings]
+    out = [f"{f.path}:{f.line}:{f.col}: {f.code} {fix_mark(result, f)}{f.message}" for f in result.findings]
     out += [f"{e.path}: error: {e.reason}" for e in result.errors]
     out.append(summary(result))
     return "\n".join(out) + "\n"
+
+
+SAFE_MARK = "[*] "  # `allocaudit fix` rewrites it
+HIDDEN_MARK = "[!] "  # an unsafe fix: only `--unsafe-fixes` rewrites it
+
+
+def fix_mark(result: ScanResult, finding: Finding) -> str:
+    """`[*] ` for a fix that `allocaudit fix` applies (with --unsafe-fixes: unsafe ones too),
+    `[!] ` for an unsafe fix it holds back, else nothing."""
+    if result.fix_applies(finding):
+        return SAFE_MARK
+    return HIDDEN_MARK if result.hidden_fix(finding) else ""
+
+
+def fixes_line(result: ScanResult) -> str:
+    """ruff's line about fixes: how many `fix` applies, how many `--unsafe-fixes` would add."""
+    applied = sum(result.fix_applies(f) for f in result.findings)
+    hidden = sum(result.hidden_fix(f) for f in result.findings)
+    hint = f"{plural(hidden, 'hidden fix', 'hidden fixes')} can be enabled with the `--unsafe-fixes` option"
+    if applied:
+        return f"[*] {applied} fixable with `allocaudit fix`" + (f" ({hint})." if hidden else ".")
+    return f"No fixes available ({hint})." if hidden else ""
 
 
 def summary(result: ScanResult) -> str:
@@ -26,9 +49,9 @@ def summary(result: ScanResult) -> str:
     parts = []
     if result.findings:
         parts.append(f"Found {plural(len(result.findings), 'finding')} in {scanned}.")
-        fixable = sum(f.fixable for f in result.findings)
-        if fixable:
-            parts.append(f"[*] {fixable} fixable with `allocaudit fix`.")
+        fixes = fixes_line(result)
+        if fixes:
+            parts.append(fixes)
     else:
         parts.append(f"No findings in {scanned}.")
     if result.errors:
@@ -38,9 +61,13 @@ def summary(result: ScanResult) -> str:
 
 def _statistics(result: ScanResult) -> str:
     rows = []
+    applied = Counter(f.code for f in result.findings if result.fix_applies(f))
+    hidden = Counter(f.code for f in result.findings if result.hidden_fix(f))
     for row in statistics_rows(result):
-        mark = f"[*] {row['fixable']} fixable" if row["fixable"] else ""
-        rows.append(f"{row['count']:6d}\t{row['code']}\t{row['name']}\t{mark}".rstrip())
+        code = row["code"]
+        marks = [f"[*] {applied[code]} fixable"] if applied[code] else []
+        marks += [f"[!] {hidden[code]} unsafe"] if hidden[code] else []
+        rows.append(f"{row['count']:6d}\t{code}\t{row['name']}\t{', '.join(marks)}".rstrip())
     for site_class, count in sorted(Counter(f.site_class for f in result.findings if f.site_class).items()):
         rows.append(f"{count:6d}\t{site_class} sites")
     for reason, count in result.scope.items():
@@ -52,10 +79,12 @@ def _statistics(result: ScanResult) -> str:
 
 
 def statistics_rows(result: ScanResult) -> list[dict]:
-    """One row per code, most frequent first: code, rule name, count, fixable count."""
+    """One row per code, most frequent first: code, rule name, count, fixable count, and
+    how many of those fixes are unsafe."""
     counts = Counter(f.code for f in result.findings)
     fixable = Counter(f.code for f in result.findings if f.fixable)
+    unsafe = Counter(f.code for f in result.findings if f.fixable and f.fix_safety == UNSAFE)
     return [
-        {"code": code, "name": RULES_BY_CODE[code].NAME, "count": count, "fixable": fixable[code]}
+        {"code": code, "name": RULES_BY_CODE[code].NAME, "count": count, "fixable": fixable[code], "unsafe_fixable": unsafe[code]}
         for code, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from allocaudit.auditor.findings import Finding, ScanResult
+from allocaudit.auditor.formats.text import fix_mark
 from allocaudit.auditor.plural import plural
 from allocaudit.auditor.profiling.profile import Profile, Site, display_path, format_bytes
 
@@ -84,15 +85,19 @@ def _shapes(sites: Sequence[Site]) -> str:
     return ", ".join(shapes[:3]) + (f" (+{more} more)" if more > 0 else "")
 
 
-def render_text(joined: Joined, profile_path: str, scanned: Sequence[str] = (), stack_lines: int = 4) -> str:
-    """``scan --profile``'s text report: the three lists, each line `path:line:col: ...` like ruff."""
+def render_text(
+    joined: Joined, profile_path: str, scanned: Sequence[str] = (), stack_lines: int = 4, scan: Optional[ScanResult] = None
+) -> str:
+    """``scan --profile``'s text report: the three lists, each line `path:line:col: ...` like ruff.
+    Findings carry the scan's fix marks (``scan`` holds the settings they depend on)."""
     out = []
     out.append(f"Findings ranked by measured allocations (profile {profile_path}):")
     if not joined.executed:
         out.append("  none of the findings ran in the profiled program")
     for m in joined.executed:
         f = m.finding
-        mark = " [*]" if f.fixable else ""
+        mark = fix_mark(scan or ScanResult(), f).rstrip()
+        mark = f" {mark}" if mark else ""
         out.append(
             f"{display_path(f.path)}:{f.line}:{f.col}: {f.code}{mark} {plural(m.calls, 'call')}, {format_bytes(m.bytes)}"
             f" ({_shapes(m.sites)}) in {f.function}"
@@ -149,5 +154,5 @@ def render(scan: ScanResult, profile: Profile, profile_path: str, output_format:
     if output_format == "json":
         return render_json(joined, profile_path)
     if output_format == "text":
-        return render_text(joined, profile_path, scanned or ())
+        return render_text(joined, profile_path, scanned or (), scan=scan)
     raise ValueError(f"scan --profile writes text or json, not {output_format}")

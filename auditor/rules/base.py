@@ -17,6 +17,7 @@ from enum import Enum
 from typing import ClassVar, Iterator, Optional
 
 from allocaudit.auditor.analysis import devices
+from allocaudit.auditor.analysis.fix_safety import UNSAFE, FixSafety
 from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts, SiteClass
 
 
@@ -49,19 +50,23 @@ class Valid:
 class Invalid:
     """Code the rule must flag on exactly the lines that end with `# expect`. What else is
     given is checked on every finding: a part of its message, its site class, whether it
-    is fixable and, if not, the reason (exactly); ``fix`` is the whole module after
-    `allocaudit fix`."""
+    is fixable and, if not, the reason (exactly), whether its fix is safe and, if not,
+    why (exactly); ``fix`` is the whole module after `allocaudit fix` (safe fixes only)."""
 
     code: str
     message: Optional[str] = None
     site_class: Optional[SiteClass] = None
     fixable: Optional[bool] = None
     reason: Optional[str] = None
+    fix_safety: Optional[FixSafety] = None
+    unsafe_reason: Optional[str] = None
     fix: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.reason is not None and self.fixable is not False:
             raise ValueError("a case with a not-fixable reason states fixable=False")
+        if self.unsafe_reason is not None and self.fix_safety != UNSAFE:
+            raise ValueError("a case with an unsafe reason states fix_safety='unsafe'")
         object.__setattr__(self, "code", _dedent(self.code))
         if self.fix is not None:
             object.__setattr__(self, "fix", _dedent(self.fix))
@@ -71,7 +76,9 @@ class FixAvailability(Enum):
     """Whether `allocaudit fix` rewrites what a rule reports (ruff's fix availability)."""
 
     NONE = "none"  # the rule only reports
-    SOMETIMES = "sometimes"  # the findings whose site the analysis marks fixable ([*] in the output)
+    # The findings whose site the analysis marks fixable; each fix is safe ([*] in the
+    # output, applied by `fix`) or unsafe ([!], applied with `--unsafe-fixes`).
+    SOMETIMES = "sometimes"
 
 
 class Rule:

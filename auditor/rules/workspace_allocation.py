@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from allocaudit.auditor.analysis.fix_safety import RECORD_STREAM, RESIZE, STORAGE
 from allocaudit.auditor.analysis.sites import WORKSPACE, ModuleFacts
 from allocaudit.auditor.rules.base import FixAvailability, Invalid, Report, Rule, Valid, evidence
 
@@ -11,9 +12,15 @@ from allocaudit.auditor.rules.base import FixAvailability, Invalid, Report, Rule
 class WorkspaceAllocation(Rule):
     """Fix safety: the rewrite to `get_empty` keeps what the call allocates (shape, dtype and
     device as written, zeros where `torch.zeros` gave zeros) and is offered only for sites
-    that die within the call (`allocaudit.auditor.analysis.fixability` says which forms keep
-    their meaning exactly, and why the others do not). The runtime then guards what static
-    analysis cannot see: it never hands out memory a live tensor still uses."""
+    that die within the call or that a workspace helper hands to its caller
+    (`allocaudit.auditor.analysis.fixability` says which forms keep their meaning exactly,
+    and why the others do not). The runtime then guards what static analysis cannot see: it
+    never hands out memory a live tensor still uses, so a helper called twice while both
+    results are alive gives two buffers. The fix is safe, and `fix` applies it, unless the
+    buffer reaches what the runtime cannot see (`allocaudit.auditor.analysis.fix_safety`):
+    `.record_stream()`, `.resize_()`/`.resize_as_()`, or its storage (`.untyped_storage()`,
+    `.storage()`), in the function, in a function of the module it is passed to, or in a
+    caller of the helper. Those fixes are unsafe: only `fix --unsafe-fixes` applies them."""
 
     CODE = "AA101"
     NAME = "per-call-cuda-workspace"
@@ -44,6 +51,11 @@ Sites the codemod leaves alone say why in the JSON output (`not_fixable_reason`)
 torch.compile'd functions, custom-op implementations, `out=`/`requires_grad=`/
 `pin_memory=`, ones/full fills, strides, and `*_like` without an explicit
 memory_format=torch.contiguous_format.
+
+Fix safety: the fix is safe ([*]) unless the buffer reaches what the runtime cannot
+see: `.record_stream()`, `.resize_()`/`.resize_as_()` or its storage
+(`.untyped_storage()`, `.storage()`). Those fixes are unsafe ([!], `unsafe_reason` in
+the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
 """
     VALID = (
         # Not CUDA, or the default device.
@@ -160,6 +172,124 @@ memory_format=torch.contiguous_format.
                     ws1 = torch.empty((32, m_max, 3072), dtype=dtype, device='cuda')  # expect
                     return {'workspace_0': ws0, 'workspace_1': ws1}
             """
+        ),
+        # A helper called twice while both results are alive: the runtime gives each call
+        # its own buffer, so the fix is safe.
+        Invalid(
+            """
+            import torch
+            class MoE:
+                def get_workspace(self, x):
+                    ws = torch.zeros(x.shape, device=x.device)  # expect
+                    return ws
+                def forward(self, x):
+                    gate = self.get_workspace(x)
+                    up = self.get_workspace(x)
+                    return kernel(x, gate, up)
+            """,
+            fixable=True,
+            fix_safety="safe",
+            fix="""
+            import torch
+            from allocaudit.runtime import get_empty
+            class MoE:
+                def get_workspace(self, x):
+                    ws = get_empty(x.shape, torch.get_default_dtype(), device=x.device, cache_name="case.MoE.get_workspace.ws", zero=True)  # expect
+                    return ws
+                def forward(self, x):
+                    gate = self.get_workspace(x)
+                    up = self.get_workspace(x)
+                    return kernel(x, gate, up)
+            """,
+        ),
+        # A raw address is no less safe than torch.empty's: the runtime hands the memory to
+        # no one while the tensor lives, and the allocator reuses it after it died.
+        Invalid(
+            """
+            import torch
+            def forward(x, seen):
+                ws = torch.empty(x.shape, device='cuda')  # expect
+                seen[ws.data_ptr()] = x.shape
+                kernel(x, ws)
+            """,
+            fixable=True,
+            fix_safety="safe",
+        ),
+        # What the runtime cannot see makes the fix unsafe: a stream recorded on the buffer
+        # or a view of it, here or in a function of the module it is passed to.
+        Invalid(
+            """
+            import torch
+            def forward(x, side):
+                ws = torch.empty(x.shape, device='cuda')  # expect
+                flat = ws.view(-1)
+                flat.record_stream(side)
+                kernel(x, ws)
+            """,
+            fixable=True,
+            fix_safety="unsafe",
+            unsafe_reason=RECORD_STREAM.format(where=""),
+            fix="""
+            import torch
+            def forward(x, side):
+                ws = torch.empty(x.shape, device='cuda')  # expect
+                flat = ws.view(-1)
+                flat.record_stream(side)
+                kernel(x, ws)
+            """,
+        ),
+        Invalid(
+            """
+            import torch
+            def _record_stream(*tensors):
+                for t in tensors:
+                    if t is not None:
+                        t.record_stream(torch.cuda.current_stream())
+            def forward(x):
+                ws = torch.empty(x.shape, device='cuda')  # expect
+                _record_stream(ws, None)
+                kernel(x, ws)
+            """,
+            fix_safety="unsafe",
+            unsafe_reason=RECORD_STREAM.format(where=" in `_record_stream`"),
+        ),
+        # A caller of the helper records a stream on what it hands out.
+        Invalid(
+            """
+            import torch
+            class MoE:
+                def get_scratch(self, n):
+                    return torch.empty(n, device='cuda')  # expect
+                def forward(self, x, side):
+                    s = self.get_scratch(x.numel())
+                    s.record_stream(side)
+                    kernel(x, s)
+            """,
+            fix_safety="unsafe",
+            unsafe_reason=RECORD_STREAM.format(where=" by `forward`"),
+        ),
+        # Growing a hand-out, or reading its storage: the runtime's whole, shared buffer.
+        Invalid(
+            """
+            import torch
+            def forward(x):
+                acc = torch.zeros(4, device='cuda')  # expect
+                acc.resize_(x.numel())
+                kernel(x, acc)
+            """,
+            fix_safety="unsafe",
+            unsafe_reason=RESIZE.format(method="resize_", where=""),
+        ),
+        Invalid(
+            """
+            import torch
+            def forward(x):
+                ws = torch.empty(x.shape, device='cuda')  # expect
+                if ws.untyped_storage().nbytes() == x.nbytes:
+                    kernel(x, ws)
+            """,
+            fix_safety="unsafe",
+            unsafe_reason=STORAGE.format(method="untyped_storage", where=""),
         ),
         # Loops, comprehensions and moved allocations; `with torch.device`.
         Invalid(

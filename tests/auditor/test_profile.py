@@ -213,7 +213,7 @@ def test_text_table_and_rich_table(tmp_path):
 def finding(path, line, code="AA101", api="torch.empty", end_line=None):
     return Finding(
         path=path, line=line, col=5, end_line=end_line or line, end_col=20, code=code, message="m",
-        api=api, function="run", fixable=True,
+        api=api, function="run", fixable=True, fix_safety="safe",
     )
 
 

@@ -50,6 +50,10 @@ def test_invalid_case_flags_exactly_the_marked_lines_as_stated(rule, case, tmp_p
             assert f.fixable == case.fixable
         if case.reason is not None:
             assert f.not_fixable_reason == case.reason
+        if case.fix_safety is not None:
+            assert f.fix_safety == case.fix_safety
+        if case.unsafe_reason is not None:
+            assert f.unsafe_reason == case.unsafe_reason
         if rule.FIX is FixAvailability.NONE:
             assert not f.fixable and f.not_fixable_reason is None, "a rule without a fix marks nothing fixable"
     if case.fix is not None:

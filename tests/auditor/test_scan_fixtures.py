@@ -1,5 +1,6 @@
 """End-to-end fixtures (TorchFix style): each fixtures/scan/NAME.py is scanned with every
-rule on, and the rows `line:col CODE site_class [*]` must equal NAME.expected."""
+rule on, and the rows `line:col CODE site_class [*]` (`[!]`: an unsafe fix) must equal
+NAME.expected."""
 
 from pathlib import Path
 
@@ -12,7 +13,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "scan"
 
 
 def _row(f):
-    return f"{f.line}:{f.col} {f.code} {f.site_class}{' [*]' if f.fixable else ''}"
+    mark = {"safe": " [*]", "unsafe": " [!]"}.get(f.fix_safety, "")
+    return f"{f.line}:{f.col} {f.code} {f.site_class}{mark}"
 
 
 @pytest.mark.parametrize("source", sorted(FIXTURES.glob("*.py")), ids=lambda p: p.stem)

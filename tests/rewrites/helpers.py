@@ -20,6 +20,14 @@ def unfix_file(path: Path, mode: str = WRITE):
     return run_unfix([str(path)], Settings(), mode)
 
 
+def moe_file(folder: Path, text: str, name: str = "layer.py") -> Path:
+    """``text`` written to ``folder``/moe/``name``: a file in the default scope."""
+    path = folder / "moe" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "allocaudit.auditor", *args], cwd=cwd, capture_output=True, text=True, timeout=300

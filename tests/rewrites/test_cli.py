@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from tests.rewrites.helpers import cli
+from tests.rewrites.helpers import cli, moe_file
 
 WORKSPACE = "import torch\n\n\ndef forward(x, m):\n    ws = torch.zeros(m, 8, device='cuda')\n    kernel(x, ws)\n"
 FIXED = (
@@ -18,10 +18,7 @@ SKIPPED = "import torch\n\n\ndef forward(x, m):\n    ws = torch.ones(m, device='
 
 @pytest.fixture
 def layer(tmp_path):
-    path = tmp_path / "moe" / "layer.py"
-    path.parent.mkdir()
-    path.write_text(WORKSPACE)
-    return path
+    return moe_file(tmp_path, WORKSPACE)
 
 
 def test_fix_writes_and_a_second_fix_changes_nothing(layer):

@@ -1,6 +1,6 @@
 """The hooks of .pre-commit-hooks.yaml, installed from this repository by the real pre-commit
 (`pre-commit try-repo`) in a temporary git repository: a commit with a workspace allocation
-fails, the fix hook rewrites it, and the fixed file passes; no staged Python file passes; a
+fails, the fix hook rewrites it (safe fixes only), and the fixed file passes; no staged Python file passes; a
 staged file outside the scope (not MoE-like, excluded, .gitignored) is neither reported nor
 rewritten."""
 
@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE = "import torch\n\n\ndef forward(x, m):\n    ws = torch.zeros(m, 8, device='cuda')\n    kernel(x, ws)\n"
+UNSAFE = WORKSPACE.replace("    kernel(x, ws)", "    ws.record_stream(side)\n    kernel(x, ws)")
 
 try:
     import pre_commit  # noqa: F401
@@ -92,3 +93,12 @@ def test_hooks_from_the_repository(tmp_path):
         result = try_repo(repo, hook, env)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "Passed" in result.stdout
+
+    # The fix hook applies safe fixes only: a buffer whose stream is recorded stays as it is.
+    streams = repo / "moe_streams.py"
+    streams.write_text(UNSAFE)
+    git(repo, "add", "moe_streams.py")
+    result = try_repo(repo, "allocaudit-fix", env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "unsafe fix not applied" in result.stdout and "--unsafe-fixes" in result.stdout
+    assert streams.read_text() == UNSAFE
