@@ -5,7 +5,9 @@ where the original may have written `th.zeros(m, n, ...)`, `x.new_zeros(...)`,
 `torch.zeros_like(x, memory_format=torch.contiguous_format)` or `torch.full(s, 0)`. Both
 modules are brought to one normal form — every factory call as (zeros|empty, shape, dtype,
 device) with default arguments dropped, torch spelled `torch`, `import torch` and the
-runtime import set aside — and then compared as Python ASTs.
+runtime import set aside — and then compared as Python ASTs. A `*_like` in the input's
+layout (no memory format, or `torch.preserve_format`) is its own form (zeros_like|empty_like,
+input, dtype, device): it is not the contiguous tensor of the input's shape.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ _DEFAULTS = {
     "pin_memory": ("False", "None"),
     "out": ("None",),
     "layout": ("torch.strided",),
-    "memory_format": ("torch.contiguous_format",),
 }
+_CONTIGUOUS = "torch.contiguous_format"
+_PRESERVE = "torch.preserve_format"
 
 
 def equivalent(original: str, restored: str) -> bool:
@@ -77,10 +80,18 @@ class _Normaliser(ast.NodeTransformer):
             return None
         if bound.like is not None:
             receiver = values[bound.like]
+        kind = TORCH_FACTORIES.get(factory) or TENSOR_METHOD_FACTORIES[factory]
+        # What a call's layout is: contiguous, or (for `*_like` by default) the input's.
+        layout = "like" if kind in ("like", "full_like") else _CONTIGUOUS
         keywords = {}
         for name, index in bound.keywords.items():
             text = ast.unparse(values[index])
             if name in _DEFAULTS and text in _DEFAULTS[name]:
+                continue
+            if name == "memory_format" and text == _CONTIGUOUS:
+                layout = _CONTIGUOUS
+                continue
+            if name == "memory_format" and text == _PRESERVE and layout == "like":
                 continue
             if name in ("dtype", "device") and text == "None":
                 continue
@@ -89,7 +100,6 @@ class _Normaliser(ast.NodeTransformer):
             keywords[name] = values[index]
         if set(keywords) - {"dtype", "device"}:
             return None
-        kind = TORCH_FACTORIES.get(factory) or TENSOR_METHOD_FACTORIES[factory]
         if FILL[factory] == "fill":
             fill = values[bound.fill] if bound.fill is not None else None
             if not (isinstance(fill, ast.Constant) and fill.value == 0 and not isinstance(fill.value, complex)):
@@ -99,6 +109,15 @@ class _Normaliser(ast.NodeTransformer):
                     keywords["dtype"] = ast.parse("torch.bool", mode="eval").body
                 elif isinstance(fill.value, int):
                     keywords["dtype"] = ast.parse("torch.int64", mode="eval").body
+        name = "zeros" if FILL[factory] is not None else "empty"
+        if layout == "like":
+            if receiver is None:
+                return None
+            return ast.Call(
+                ast.Name(f"ALLOC_{name}_like", ast.Load()),
+                [receiver],
+                [ast.keyword(k, keywords[k]) for k in ("dtype", "device") if k in keywords],
+            )
         if kind in ("like", "full_like"):
             if receiver is None:
                 return None
@@ -114,7 +133,6 @@ class _Normaliser(ast.NodeTransformer):
         if receiver is not None:
             keywords.setdefault("dtype", ast.Attribute(receiver, "dtype", ast.Load()))
             keywords.setdefault("device", ast.Attribute(receiver, "device", ast.Load()))
-        name = "zeros" if FILL[factory] is not None else "empty"
         return ast.Call(
             ast.Name(f"ALLOC_{name}", ast.Load()),
             [shape],

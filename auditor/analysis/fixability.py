@@ -26,9 +26,8 @@ SIZE_ZERO = "allocates nothing (a size of zero)"
 MOVED = "allocated on the default device, then moved: allocate on the device directly first"
 HIDDEN_KWARGS = "`**kwargs` hides some arguments"
 NOT_STRIDED = "non-strided `layout=`"
-MEMORY_FORMAT = "`memory_format=` other than torch.contiguous_format"
+MEMORY_FORMAT = "`memory_format=` other than torch.contiguous_format (or torch.preserve_format for `*_like`)"
 EXPLICIT_STRIDES = "explicit strides: get_empty returns contiguous tensors"
-INPUT_MEMORY_FORMAT = "the result follows the input's memory format: add memory_format=torch.contiguous_format if the input is contiguous"
 FILLED_WITH_ONES = "filled with ones: get_empty only zero-fills"
 NONZERO_FILL = "filled with a value other than a literal zero"
 NO_SIZE = "no size argument"
@@ -83,15 +82,15 @@ def not_fixable_reason(
     layout = argument(call, bound.keyword("layout"))
     if layout is not None and "torch.strided" not in resolve(layout):
         return NOT_STRIDED
-    memory_format = argument(call, bound.keyword("memory_format"))
-    contiguous = memory_format is not None and "torch.contiguous_format" in resolve(memory_format)
-    if memory_format is not None and not contiguous:
-        return MEMORY_FORMAT
     kind = TORCH_FACTORIES.get(factory) or TENSOR_METHOD_FACTORIES.get(factory)
+    # `*_like` keeps the input's layout (get_empty_like does the same); an explicit
+    # contiguous format becomes get_empty of the input's shape.
+    memory_format = argument(call, bound.keyword("memory_format"))
+    formats = {"torch.contiguous_format", "torch.preserve_format"} if kind in ("like", "full_like") else {"torch.contiguous_format"}
+    if memory_format is not None and not resolve(memory_format) & formats:
+        return MEMORY_FORMAT
     if kind == "strided":
         return EXPLICIT_STRIDES
-    if kind in ("like", "full_like") and not contiguous:
-        return INPUT_MEMORY_FORMAT
     fill = FILL[factory]
     if fill == "1":
         return FILLED_WITH_ONES

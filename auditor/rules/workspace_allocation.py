@@ -40,10 +40,12 @@ becomes
     ws = get_empty((m, hidden), torch.bfloat16, device="cuda",
                    cache_name="mypkg.moe.MoE.forward.ws", zero=True)
 
+`torch.empty_like(x)` / `torch.zeros_like(x)` become `get_empty_like(x, cache_name=...,
+zero=...)`, which keeps x's layout exactly as `*_like` does.
+
 Sites the codemod leaves alone say why in the JSON output (`not_fixable_reason`):
-torch.compile'd functions, custom-op implementations, `out=`/`requires_grad=`/
-`pin_memory=`, ones/full fills, strides, and `*_like` without an explicit
-memory_format=torch.contiguous_format.
+`out=`/`requires_grad=`/`pin_memory=`, ones/full fills, strides, memory formats other
+than contiguous (or the input's, for `*_like`).
 """
     VALID = (
         # Not CUDA, or the default device.
@@ -373,15 +375,34 @@ memory_format=torch.contiguous_format.
             fixable=False,
             reason="explicit strides: get_empty returns contiguous tensors",
         ),
+        # `*_like` keeps the input's layout, as get_empty_like does; other formats stay.
         Invalid(
             """
             import torch
             def forward(x):
                 ws = torch.empty_like(x)  # expect
+                acc = torch.zeros_like(x, dtype=torch.float32)  # expect
+                k(ws, acc)
+            """,
+            fixable=True,
+            fix="""
+            import torch
+            from allocaudit.runtime import get_empty_like
+            def forward(x):
+                ws = get_empty_like(x, cache_name="case.forward.ws", zero=False)  # expect
+                acc = get_empty_like(x, dtype=torch.float32, cache_name="case.forward.acc", zero=True)  # expect
+                k(ws, acc)
+            """,
+        ),
+        Invalid(
+            """
+            import torch
+            def forward(x):
+                ws = torch.empty_like(x, memory_format=torch.channels_last)  # expect
                 k(ws)
             """,
             fixable=False,
-            reason="the result follows the input's memory format: add memory_format=torch.contiguous_format if the input is contiguous",
+            reason="`memory_format=` other than torch.contiguous_format (or torch.preserve_format for `*_like`)",
         ),
         # A size of zero is a placeholder, not a workspace.
         Invalid(
