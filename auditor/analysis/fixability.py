@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # sites.py judges its sites with this module
 NOT_ON_CUDA = "not a CUDA allocation"
 SEVERAL_FACTORIES = "the callee is an alias of several factories"
 COMPREHENSION = "one buffer per site: the elements of a comprehension are alive together and would alias"
-SIZE_ZERO = "allocates nothing (a size of zero)"
 MOVED = "allocated on the default device, then moved: allocate on the device directly first"
 HIDDEN_KWARGS = "`**kwargs` hides some arguments"
 NOT_STRIDED = "non-strided `layout=`"
@@ -69,8 +68,6 @@ def not_fixable_reason(
         return COMPREHENSION
     if flow.into_container and any(n.startswith("in a loop") for n in notes):
         return f"collected in `{flow.into_container}` across iterations: one buffer per site would alias"
-    if _literal_size_zero(call, bound):
-        return SIZE_ZERO
     if moved:
         return MOVED
     if bound.has_dstar:
@@ -100,10 +97,3 @@ def not_fixable_reason(
         return NO_SIZE
     return None
 
-
-def _literal_size_zero(call: ast.Call, bound: BoundArgs) -> bool:
-    """`torch.empty(0, ...)`, `torch.empty((0, n), ...)`: a placeholder, not a workspace."""
-    size = [argument(call, i) for i in bound.size] if bound.size else [argument(call, bound.size_keyword)]
-    if len(size) == 1 and isinstance(size[0], (ast.Tuple, ast.List)):
-        size = size[0].elts
-    return any(is_literal(dim, 0) for dim in size)

@@ -100,6 +100,14 @@ def _writes_into_out(call: ast.Call) -> bool:
     return any(k.arg == "out" and not is_literal(k.value, None) for k in call.keywords)
 
 
+def _size_zero(call: ast.Call, bound: BoundArgs) -> bool:
+    """`torch.empty(0, ...)`, `torch.empty((0, n), ...)`: a placeholder of no bytes, no site."""
+    size = [argument(call, i) for i in bound.size] if bound.size else [argument(call, bound.size_keyword)]
+    if len(size) == 1 and isinstance(size[0], (ast.Tuple, ast.List)):
+        size = size[0].elts
+    return any(is_literal(dim, 0) for dim in size)
+
+
 class SiteFinder:
     """Finds the factory calls of a module and classifies each: its device, its class
     with the evidence, and whether the codemod may rewrite it."""
@@ -113,8 +121,11 @@ class SiteFinder:
         found = []
         for node in self.index.calls:
             kind = self.index.factory_of(node)
-            if kind is not None and not _writes_into_out(node):
-                found.append(self._site(node, *kind))
+            if kind is None or _writes_into_out(node):
+                continue
+            if _size_zero(node, bind(self._binding_factory(kind[0]), arg_specs(node))):
+                continue
+            found.append(self._site(node, *kind))
         found.sort(key=lambda s: (s.call.lineno, s.call.col_offset))
         return found
 

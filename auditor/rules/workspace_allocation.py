@@ -108,6 +108,16 @@ than contiguous (or the input's, for `*_like`).
                 kernel(x, ws)
             """
         ),
+        # A size of zero is a placeholder that allocates nothing, not a workspace.
+        Valid(
+            """
+            import torch
+            def forward(d, n):
+                empty = torch.empty(0, device='cuda')
+                none = torch.zeros((0, n), dtype=torch.int32, device='cuda')
+                k(d.get('x', empty), none)
+            """
+        ),
         # Fake kernels run on fake tensors while tracing.
         Valid(
             """
@@ -403,17 +413,6 @@ than contiguous (or the input's, for `*_like`).
             """,
             fixable=False,
             reason="`memory_format=` other than torch.contiguous_format (or torch.preserve_format for `*_like`)",
-        ),
-        # A size of zero is a placeholder, not a workspace.
-        Invalid(
-            """
-            import torch
-            def forward(d):
-                empty = torch.empty(0, device='cuda')  # expect
-                k(d.get('x', empty))
-            """,
-            fixable=False,
-            reason="allocates nothing (a size of zero)",
         ),
         # The result of an unknown call may be the buffer itself.
         Invalid(

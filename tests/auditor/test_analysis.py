@@ -278,3 +278,16 @@ def test_global_statement_at_module_level_is_harmless():
     # A `global` at module level is legal and changes nothing; it once sent the lookup in circles.
     source = "import torch\nglobal counter\ncounter = 0\ndef forward(x):\n    global counter\n    ws = torch.empty(4, device='cuda')\n    k(ws, counter)\n"
     assert one(source).code == "AA101"
+
+
+def test_a_file_whose_only_allocations_are_get_empty_calls_is_analysed(tmp_path):
+    # What `fix` wrote: the prefilter must not skip it, so that AA206 runs on it.
+    (tmp_path / "fixed.py").write_text(
+        "from allocaudit.runtime import get_empty\n"
+        "def forward(x, dt):\n"
+        "    a = get_empty((4,), dt, cache_name='moe.ws')\n"
+        "    b = get_empty((8,), dt, cache_name='moe.ws')\n"
+        "    kernel(a, b)\n"
+    )
+    result = scan([str(tmp_path / "fixed.py")], Settings(select=("AA206",)))
+    assert [(f.code, f.line) for f in result.findings] == [("AA206", 4)]
