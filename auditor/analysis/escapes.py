@@ -58,6 +58,12 @@ KEEPERS = {
 }
 
 
+def _is_slicing(index: ast.AST) -> bool:
+    """`[a:b]`, `[:, i]`, `[..., :n]`: an index only a sequence or a tensor takes."""
+    parts = index.elts if isinstance(index, ast.Tuple) else [index]
+    return any(isinstance(p, ast.Slice) or (isinstance(p, ast.Constant) and p.value is Ellipsis) for p in parts)
+
+
 @dataclass(frozen=True)
 class Escape:
     kind: Literal["returned", "yielded", "stored", "appended", "global", "kept", "uncertain"]
@@ -166,8 +172,8 @@ class FunctionFlow:
             if (name, through is None) in seen:
                 continue
             seen.add((name, through is None))
-            if isinstance(via, (ast.Subscript, ast.Call)) and name not in self.params:
-                container = container or name
+            if isinstance(via, (ast.Subscript, ast.Call, ast.BinOp, ast.AugAssign)) and name not in self.params:
+                container = container or name  # put into a local container, or collected by concatenation
             if name in self.globals:
                 escape = Escape("global", f"stored in global `{name}`", ast.Name(id=name, ctx=ast.Load()), self._statement(via))
                 if through is None:
@@ -247,6 +253,10 @@ class FunctionFlow:
         for v in values:
             if isinstance(v, (ast.List, ast.Tuple, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)):
                 continue
+            if isinstance(v, ast.BinOp) and isinstance(v.op, ast.Add) and any(
+                isinstance(o, (ast.List, ast.Tuple)) or (isinstance(o, ast.Name) and o.id == expr.id) for o in (v.left, v.right)
+            ):
+                continue  # `t = t + (x,)`: still a sequence built here
             if isinstance(v, ast.Call) and (
                 (isinstance(v.func, ast.Name) and v.func.id in CONTAINER_FACTORIES)
                 or (isinstance(v.func, ast.Attribute) and v.func.attr in CONTAINER_FACTORIES)
@@ -254,6 +264,17 @@ class FunctionFlow:
                 continue
             return False
         return True
+
+    def _concatenates(self, op: ast.AST, node: ast.AST, path: list[int]) -> bool:
+        """Whether ``op`` (`a + b`, `a += b`) joins sequences rather than adding tensors: the
+        value came in through a tuple or list display, or an operand is one (or a local
+        sequence built from them)."""
+        if path:
+            return True
+        operands = (op.left, op.right) if isinstance(op, ast.BinOp) else (op.target, op.value)
+        return any(
+            isinstance(o, (ast.Tuple, ast.List, ast.ListComp)) or self._is_local_container(o) for o in operands if o is not node
+        ) or self._is_local_container(node)
 
     def _is_local_tensor(self, expr: ast.AST) -> bool:
         if not isinstance(expr, ast.Name) or expr.id in self.params or expr.id in self.globals:
@@ -285,8 +306,10 @@ class FunctionFlow:
         if isinstance(target, ast.Subscript):
             if self._is_local_container(target.value):
                 return None, [(target.value.id, target)]
-            if self._is_local_tensor(target.value):
-                return None, []  # `buf[idx] = value` copies the value into a tensor
+            if self._is_local_tensor(target.value) or (not path and _is_slicing(target.slice)):
+                # `buf[idx] = value`, `out[a:b] = value`, `out[:, i] = value` copy the value
+                # into a tensor (a dict cannot be sliced; a list slice is given a list)
+                return None, []
             return Escape("stored", f"stored into `{unparse(target.value)}[...]`", target.value, self._statement(target)), []
         return None, []
 
@@ -296,6 +319,7 @@ class FunctionFlow:
         node = expr
         path: list[int] = []  # element indices while climbing through tuple/list literals
         names: list[tuple[str, ast.AST]] = []
+        collected: Optional[ast.AST] = None  # the concatenation the value was collected by
         while True:
             parent = self.parents.get(node)
             if parent is None or parent is self.function:
@@ -318,6 +342,14 @@ class FunctionFlow:
                 path = path + [parent.elts.index(node)] if node in parent.elts else path
                 node = parent
                 continue
+            if isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.Add) and self._concatenates(parent, node, path):
+                # `t + (buf,)`, `lst + [buf]`, `rows + (last,)`: a new sequence that holds the value
+                node, path, collected = parent, [], parent
+                continue
+            if isinstance(parent, ast.AugAssign) and node is parent.value and self._concatenates(parent, node, path):
+                # `t += (buf,)`: the value is collected in `t`
+                escape, bound = self._store(parent.target, [])
+                return escape, names + [(name, parent) for name, _ in bound], None
             if isinstance(parent, ast.Dict):
                 node, path = parent, []
                 continue
@@ -345,7 +377,7 @@ class FunctionFlow:
                     escape, bound = self._store(target, path)
                     if escape is not None:
                         return escape, names, None
-                    names.extend(bound)
+                    names.extend((name, collected or via) for name, via in bound)
                 return None, names, None
             if isinstance(parent, (ast.For, ast.AsyncFor)) and node is parent.iter:
                 escape, bound = self._store(parent.target, [])

@@ -464,6 +464,35 @@ than contiguous (or the input's, for `*_like`).
             fixable=False,
             reason="collected in `parts` across iterations: one buffer per site would alias",
         ),
+        # Collected by concatenation across iterations: the buffers are alive together.
+        Invalid(
+            """
+            import torch
+            def rows(n):
+                out = ()
+                for i in range(3):
+                    buf = torch.empty(n, device='cuda')  # expect
+                    fill(buf, i)
+                    out = out + (buf,)
+                show(out)
+            """,
+            fixable=False,
+            reason="collected in `out` across iterations: one buffer per site would alias",
+        ),
+        # A slice store copies the value into the tensor: the buffer itself dies.
+        Invalid(
+            """
+            import torch
+            def reduce_into(out, chunks, n):
+                for i, c in enumerate(chunks):
+                    partial = torch.empty(n, device='cuda')  # expect
+                    kernel(c, partial)
+                    out[i * n:(i + 1) * n] = partial
+                return out
+            """,
+            site_class="workspace",
+            fixable=True,
+        ),
     )
 
     def check(self, facts: ModuleFacts) -> Iterator[Report]:
