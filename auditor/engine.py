@@ -117,8 +117,10 @@ def _finding(path: str, lines: list[str], rule, report: Report) -> Finding:
         site_class=site.site_class if site else None,
         function=site.qualname if site else None,
         confidence=(site.device.confidence if site else None) or "high",
-        fixable=bool(site and offers_fix and site.fixable),
-        not_fixable_reason=(site.not_fixable_reason if site and offers_fix else None),
+        fixable=bool(offers_fix and (report.fixable if report.fixable is not None else site and site.fixable)),
+        not_fixable_reason=(
+            None if not offers_fix else report.not_fixable_reason if report.fixable is not None else site.not_fixable_reason if site else None
+        ),
         notes=site.notes if site else (),
     )
 

@@ -6,7 +6,9 @@ compile every file it wrote, run `fix` again (must change nothing), run `allocau
 (timed) and compare each restored file with the original (equal ASTs after the normal form
 of `allocaudit.rewrites.equivalence`; identical ASTs counted too). Prints files and sites
 rewritten, sites skipped by reason, and the times; `--sites FILE` also writes the AA101
-findings of the untouched copy (the scan `fix` runs, as JSON), to compare two versions.
+and AA104 findings of the untouched copy (the scan `fix` runs, as JSON), to compare two versions.
+Dead allocations that `fix` deletes (AA104, listed first by `fix --check`) are left out of
+the original before it is compared with what `unfix` restored.
 
     python benchmarks/codemod_trees.py /work/ext/vllm-0.33.0 --work /work/ext/codemod-run
     python benchmarks/codemod_trees.py /work/ext/vllm --target vllm/model_executor/layers/fused_moe \
@@ -31,6 +33,7 @@ from pathlib import Path
 from allocaudit.rewrites.equivalence import equivalent
 
 ROW = re.compile(r"^(?P<path>.+?):(?P<line>\d+):(?P<col>\d+): skipped: (?P<reason>.*)$")
+PENDING = re.compile(r"^(?P<path>.+?):(?P<line>\d+):(?P<col>\d+): would rewrite (?P<what>.*)$")
 SUMMARY = re.compile(r"^(?:Fixed|Restored) (?P<sites>\d+) sites? in (?P<files>\d+) files?")
 
 
@@ -60,8 +63,15 @@ def run_tree(source: Path, work: Path, exclude: list[str], target: str = "", sco
     before = snapshot(tree)
     where = str(tree / target) if target else str(tree)
     if sites is not None:
-        listing, _ = allocaudit("scan", *scope, "--no-cache", "--select", "AA101", "--format", "json", "--exit-zero", where)
+        listing, _ = allocaudit("scan", *scope, "--no-cache", "--select", "AA101,AA104", "--format", "json", "--exit-zero", where)
         sites.write_text(listing.stdout)
+
+    # The dead allocations fix deletes (AA104), by file: unfix does not bring them back.
+    check, _ = allocaudit("fix", *scope, "--no-cache", "--check", where)
+    deleted: dict[str, list[int]] = {}
+    for m in map(PENDING.match, check.stdout.splitlines()):
+        if m and m["what"].endswith("deleted: never read"):
+            deleted.setdefault(os.path.abspath(m["path"]), []).append(int(m["line"]))
 
     fix, fix_s = allocaudit("fix", *scope, "--no-cache", where)
     print(f"{source.name}: fix --all took {fix_s:.1f} s", file=sys.stderr, flush=True)
@@ -91,7 +101,7 @@ def run_tree(source: Path, work: Path, exclude: list[str], target: str = "", sco
         original, back = before[path].decode("utf-8", "surrogateescape"), restored[path].decode("utf-8", "surrogateescape")
         if ast.dump(ast.parse(original)) == ast.dump(ast.parse(back)):
             identical_ast += 1
-        if equivalent(original, back):
+        if equivalent(original, back, deleted.get(os.path.abspath(path), ())):
             equivalent_files += 1
         else:
             differences.append(path)
@@ -128,7 +138,7 @@ def main() -> None:
     parser.add_argument("--exclude", action="append", default=[], help="glob to leave out (written to the copy's pyproject.toml)")
     parser.add_argument("--target", default="", help="folder inside each tree to run on (default: the whole tree)")
     parser.add_argument("--default-scope", action="store_true", help="run without --all: the default scope")
-    parser.add_argument("--sites", type=Path, help="write the AA101 findings of the untouched copy here (JSON; one tree)")
+    parser.add_argument("--sites", type=Path, help="write the AA101 and AA104 findings of the untouched copy here (JSON; one tree)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     scope = () if args.default_scope else ("--all",)

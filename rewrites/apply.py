@@ -88,6 +88,7 @@ def run_fix(paths: Iterable[str], settings: Settings, mode: Mode = WRITE, cache_
             continue
         result.skipped += [SiteRow(path, s.finding.line, s.finding.col, s.reason) for s in fixed.skips]
         rows = [SiteRow(path, r.finding.line, r.finding.col, f"`{r.finding.api}` -> {r.function}(cache_name={r.cache_name!r})") for r in fixed.rewrites]
+        rows += [SiteRow(path, f.line, f.col, f"`{f.api}` deleted: never read") for f in fixed.deletions]
         if fixed.text is not None and _finish(source, fixed.text, mode, result):
             result.changed += rows
     return result

@@ -13,7 +13,7 @@ input, dtype, device): it is not the contiguous tensor of the input's shape.
 from __future__ import annotations
 
 import ast
-from typing import Optional
+from typing import Iterable, Optional
 
 from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, bind
 from allocaudit.auditor.analysis.syntax import arg_specs
@@ -28,12 +28,17 @@ _CONTIGUOUS = "torch.contiguous_format"
 _PRESERVE = "torch.preserve_format"
 
 
-def equivalent(original: str, restored: str) -> bool:
-    return normal_form(original) == normal_form(restored)
+def equivalent(original: str, restored: str, deleted: Iterable[int] = ()) -> bool:
+    """Whether ``restored`` allocates as ``original`` does, once the assignments of
+    ``original`` on the ``deleted`` lines (dead allocations `fix` deleted) are left out."""
+    return normal_form(original, deleted) == normal_form(restored)
 
 
-def normal_form(text: str) -> str:
+def normal_form(text: str, deleted: Iterable[int] = ()) -> str:
     tree = ast.parse(text)
+    deleted = set(deleted)
+    if deleted:
+        tree = _Deleter(deleted).visit(tree)
     torch_names = {"torch"}
     factory_names: dict[str, str] = {}
     for node in ast.walk(tree):
@@ -138,6 +143,23 @@ class _Normaliser(ast.NodeTransformer):
             [shape],
             [ast.keyword(k, keywords[k]) for k in ("dtype", "device") if k in keywords],
         )
+
+
+class _Deleter(ast.NodeTransformer):
+    """Drops the simple statements that span any of the given lines."""
+
+    def __init__(self, lines: set[int]) -> None:
+        self.lines = lines
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(node, field, None)
+            if isinstance(block, list):
+                setattr(node, field, [s for s in block if not (isinstance(s, (ast.Assign, ast.AnnAssign)) and self._spans(s))])
+        return super().generic_visit(node)
+
+    def _spans(self, statement: ast.stmt) -> bool:
+        return any(statement.lineno <= line <= (statement.end_lineno or statement.lineno) for line in self.lines)
 
 
 def _is_set_aside(statement: ast.stmt) -> bool:

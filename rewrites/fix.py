@@ -27,7 +27,7 @@ from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvide
 from allocaudit.auditor.analysis import fixability
 from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, FactoryKind, bind
 from allocaudit.auditor.findings import Finding
-from allocaudit.auditor.rules import FIXABLE_CODES
+from allocaudit.auditor.rules import FIX_KINDS, FIXABLE_CODES, FixKind
 from allocaudit.rewrites import cache_names
 from allocaudit.rewrites.syntax import (
     BoundNames,
@@ -67,10 +67,12 @@ class Skip:
 
 @dataclass
 class FileFix:
-    """What `fix` does to one file: its new text (None: unchanged), the sites rewritten and skipped."""
+    """What `fix` does to one file: its new text (None: unchanged), the sites rewritten,
+    the dead allocations deleted, and the sites skipped."""
 
     text: Optional[str] = None
     rewrites: list[Rewrite] = field(default_factory=list)
+    deletions: list[Finding] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
 
 
@@ -130,19 +132,19 @@ def fix_source(path: str, text: str, findings: Sequence[Finding]) -> FileFix:
     module.visit(bound)
     need_torch_import = False
     plans: list[_Plan] = []
+    deletions: dict[cst.SimpleStatementLine, Finding] = {}
     for finding in candidates:
         node = calls.get((finding.line, finding.col, finding.end_line, finding.end_col))
         if node is None:
             result.skips.append(Skip(finding, "the call is not where the scan found it (file changed during the run?)"))
             continue
         try:
-            plan = _plan(finding, node, parents, module)
+            if FIX_KINDS[finding.code] is FixKind.DELETE:
+                deletions[_deletable_statement(node, parents)] = finding
+            else:
+                plans.append(_plan(finding, node, parents, module))
         except _FixError as exc:
             result.skips.append(Skip(finding, str(exc)))
-            continue
-        plans.append(plan)
-    if not plans:
-        return result
 
     # The name torch is spelled with, for get_default_dtype() and inferred dtypes: the
     # call's own (`th.zeros`), the module's `import torch [as th]`, or a new `import torch`.
@@ -152,7 +154,7 @@ def fix_source(path: str, text: str, findings: Sequence[Finding]) -> FileFix:
             result.skips.append(Skip(plan.finding, "needs torch.get_default_dtype(), but `torch` names something else here"))
         elif torch_name is None:
             torch_name, need_torch_import = "torch", True
-    if not plans:
+    if not plans and not deletions:
         return result
 
     # The local name of each runtime function: its existing import, else its own name,
@@ -168,11 +170,11 @@ def fix_source(path: str, text: str, findings: Sequence[Finding]) -> FileFix:
     taken = _existing_cache_names(module)
     names = cache_names.assign([p.base_name for p in plans], taken)
     replacements: dict[cst.Call, tuple[_Plan, str]] = {p.node: (p, name) for p, name in zip(plans, names)}
-    transformer = _Transformer(replacements, function_names, torch_name)
+    transformer = _Transformer(replacements, deletions, function_names, torch_name)
     new_module = module.visit(transformer)
     for finding, reason in transformer.skipped:
         result.skips.append(Skip(finding, reason))
-    if not transformer.done:
+    if not transformer.done and not transformer.deleted:
         return result
 
     imports = []
@@ -190,8 +192,29 @@ def fix_source(path: str, text: str, findings: Sequence[Finding]) -> FileFix:
     result.text = new_module.code
     result.rewrites = [Rewrite(plan.finding, name, plan.function) for plan, name in transformer.done]
     result.rewrites.sort(key=lambda r: (r.finding.line, r.finding.col))
+    result.deletions = sorted(transformer.deleted, key=lambda f: (f.line, f.col))
     result.skips.sort(key=lambda s: (s.finding.line, s.finding.col))
     return result
+
+
+def _deletable_statement(call: cst.Call, parents) -> cst.SimpleStatementLine:
+    """The line a dead allocation is the whole of (the scan checked its arguments): it can go
+    when it holds nothing else and is not alone in its block. Its own comments go with it;
+    comment lines above it would lose their line, so they keep it."""
+    node: cst.CSTNode = call
+    while not isinstance(node, cst.SimpleStatementLine):
+        node = parents[node]
+        if isinstance(node, cst.BaseCompoundStatement):
+            raise _FixError("the allocation is not a statement of its own")
+    if len(node.body) != 1:
+        raise _FixError("the line holds another statement")
+    if any(line.comment is not None for line in node.leading_lines):
+        raise _FixError("a comment above the allocation would lose its line")
+    block = parents[node]
+    body = block.body if isinstance(block, (cst.IndentedBlock, cst.Module)) else ()
+    if len(body) < 2:
+        raise _FixError("the allocation is the only statement of its block")
+    return node
 
 
 def _torch_receiver(plan: _Plan) -> Optional[str]:
@@ -371,13 +394,22 @@ def _target(node: cst.CSTNode, parents) -> Optional[str]:
 
 
 class _Transformer(cst.CSTTransformer):
-    def __init__(self, replacements, function_names: dict[str, str], torch_name: Optional[str]) -> None:
+    def __init__(self, replacements, deletions: dict[cst.SimpleStatementLine, Finding], function_names: dict[str, str], torch_name: Optional[str]) -> None:
         super().__init__()
         self.replacements = replacements
+        self.deletions = deletions
         self.function_names = function_names
         self.torch_name = torch_name
         self.done: list[tuple[_Plan, str]] = []
+        self.deleted: list[Finding] = []
         self.skipped: list[tuple[Finding, str]] = []
+
+    def leave_SimpleStatementLine(self, original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):
+        finding = self.deletions.get(original)
+        if finding is None:
+            return updated
+        self.deleted.append(finding)
+        return cst.RemoveFromParent()
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
         entry = self.replacements.get(original)

@@ -12,6 +12,7 @@ import ast
 
 from allocaudit.auditor.analysis.escapes import CONSUMES, VIEW_FUNCTIONS, CallEffect, FunctionFlow
 from allocaudit.auditor.analysis.index import ModuleIndex
+from allocaudit.auditor.analysis.liveness import Liveness
 from allocaudit.auditor.analysis.syntax import FunctionNode, unparse
 
 # Callees whose result is their argument, wrapped.
@@ -27,7 +28,14 @@ class CallEffects:
     def __init__(self, index: ModuleIndex) -> None:
         self.index = index
         self._flows: dict[ast.AST, FunctionFlow] = {}
+        self._liveness: dict[ast.AST, Liveness] = {}
         self._summaries: dict[tuple[ast.AST, str], CallEffect] = {}
+
+    def liveness(self, function: FunctionNode) -> Liveness:
+        """Which allocations of ``function`` are never read."""
+        if function not in self._liveness:
+            self._liveness[function] = Liveness(function, self.index.parents)
+        return self._liveness[function]
 
     def flow(self, function: FunctionNode) -> FunctionFlow:
         """The escape analysis of ``function``."""

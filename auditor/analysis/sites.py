@@ -7,7 +7,8 @@ The facts here are what the rules report on. A site is
   candidate;
 - **escapes**: allocated per call but returned, stored or kept beyond the call;
 - **init**: allocated once (module level, constructors, weight loading, fake kernels,
-  one-off lazy initialisation).
+  one-off lazy initialisation);
+- **dead**: never read (dropped, or bound to a name that is rebound before any read).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from allocaudit.auditor.analysis.index import ModuleIndex
 from allocaudit.auditor.analysis.names import NameResolver
 from allocaudit.auditor.analysis.syntax import FunctionNode, arg_specs, argument, is_literal, unparse
 
-SiteClass = Literal["workspace", "escapes", "init"]
+SiteClass = Literal["workspace", "escapes", "init", "dead"]
 WORKSPACE: SiteClass = "workspace"
 ESCAPES: SiteClass = "escapes"
 INIT: SiteClass = "init"
+DEAD: SiteClass = "dead"
 
 DTYPE_NAMES = frozenset(
     f"torch.{n}"
@@ -139,9 +141,12 @@ class SiteFinder:
 
         notes: list[str] = []
         flow_result = FlowResult()
+        dead = self.effects.liveness(function).dead(call) if function is not None else None
         if function is None:
             site_class = INIT
             evidence = "module level" if self.index.enclosing_class(call) is None else "class body"
+        elif dead is not None:
+            site_class, evidence = DEAD, dead
         elif not info.per_call:
             site_class, evidence = INIT, info.why_not_per_call
         else:

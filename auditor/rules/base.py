@@ -27,6 +27,9 @@ class Report:
     node: ast.AST
     message: str
     site: Optional[AllocationSite] = None
+    # Whether this rule's own fix applies, and why not; None: the site's (the get_empty rewrite).
+    fixable: Optional[bool] = None
+    not_fixable_reason: Optional[str] = None
 
 
 def _dedent(code: str) -> str:
@@ -74,6 +77,13 @@ class FixAvailability(Enum):
     SOMETIMES = "sometimes"  # the findings whose site the analysis marks fixable ([*] in the output)
 
 
+class FixKind(Enum):
+    """What `allocaudit fix` does to a fixable finding of a rule."""
+
+    REUSE = "reuse"  # the allocation becomes a call of the runtime cache (get_empty, get_empty_like)
+    DELETE = "delete"  # the statement that allocates is deleted
+
+
 class Rule:
     CODE: ClassVar[str]
     NAME: ClassVar[str]
@@ -82,6 +92,7 @@ class Rule:
     # Rules off by default report inventory rather than problems; `--select` turns them on.
     DEFAULT: ClassVar[bool] = True
     FIX: ClassVar[FixAvailability] = FixAvailability.NONE
+    FIX_KIND: ClassVar[FixKind] = FixKind.REUSE
     VALID: ClassVar[tuple[Valid, ...]] = ()
     INVALID: ClassVar[tuple[Invalid, ...]] = ()
 
