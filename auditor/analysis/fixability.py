@@ -57,11 +57,11 @@ def not_fixable_reason(
         return NOT_ON_CUDA
     if factory is None:
         return SEVERAL_FACTORIES
+    if info.scripted:
+        where = f"reached from TorchScript `{info.reached_from}`" if info.reached_from else f"inside TorchScript `{info.qualname}`"
+        return f"{where}: get_empty cannot be scripted"
     if info.compiled:
-        where = f"reached from torch.compile'd `{info.reached_from}`" if info.reached_from else f"inside torch.compile'd `{info.qualname}`"
-        return f"{where}: the compiler plans its buffers"
-    if info.custom_op:
-        return f"reached from custom-op implementation `{info.reached_from}`" if info.reached_from else f"inside custom-op implementation `{info.qualname}`"
+        return f"inside torch.compile'd `{info.qualname}`: dynamo traces it on every call and inductor plans its buffers, so get_empty would be plain torch.empty there"
     if flow.uncertain is not None:
         return flow.uncertain.how
     if any(n.startswith("in a comprehension") for n in notes):

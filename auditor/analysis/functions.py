@@ -1,9 +1,18 @@
 """What kind of function an allocation sits in: per-call or not, compiled, a fake kernel...
 
 A per-call function runs on every forward step; ``__init__``, ``create_weights``,
-``load_*`` and the like run once. Fake/meta kernels run on fake tensors while tracing,
-and allocations inside ``torch.compile``d functions or custom-op implementations are
-planned by the compiler or the op's contract, so the codemod leaves them alone.
+``load_*`` and the like run once. Fake/meta kernels run on fake tensors while tracing.
+
+Compilation: the body of a function that is always compiled (`@torch.compile`,
+`torch._dynamo.optimize`, `f = torch.compile(f)`) is traced by dynamo on every call, so
+a `get_empty` there would only ever be the plain `torch.empty` it stands for (the runtime
+is transparent to dynamo, and inductor plans the memory): the codemod leaves it alone, as
+there is nothing to gain. What such a function calls may also run eagerly from elsewhere,
+and a class forward compiled by an engine's decorator (vLLM's `support_torch_compile`)
+runs eagerly whenever the engine's compilation is off: those are rewritten. TorchScript
+(`torch.jit.script`, `torch.jit.trace`) compiles what it reaches too and cannot script
+`get_empty`: its bodies and callees are left alone. Custom-op implementations run eagerly
+(an op is opaque to the compiler): they are rewritten like any function.
 """
 
 from __future__ import annotations
@@ -16,11 +25,8 @@ from typing import Iterable, Optional
 from allocaudit.auditor.analysis.names import NameResolver
 
 FAKE_REGISTRARS = frozenset({"register_fake", "impl_abstract", "register_meta", "register_fake_impl"})
-CUSTOM_OP_DECORATORS = frozenset({"custom_op", "custom_triton_op"})
-CUSTOM_OP_REGISTRARS = frozenset({"direct_register_custom_op", "register_custom_op"})
-COMPILE_DECORATORS = frozenset({"torch.compile", "torch._dynamo.optimize", "torch.jit.script"})
-# Class decorators that compile the class's forward (vLLM's is the common one).
-COMPILE_CLASS_DECORATORS = frozenset({"support_torch_compile"})
+COMPILE_DECORATORS = frozenset({"torch.compile", "torch._dynamo.optimize"})
+SCRIPT_DECORATORS = frozenset({"torch.jit.script", "torch.jit.trace", "torch.jit.script_method"})
 MEMO_DECORATORS = frozenset({"cache", "lru_cache", "cached_property"})
 META_DISPATCH_KEYS = frozenset({"Meta", "meta", "Fake", "CompositeImplicitAutograd"})
 
@@ -40,11 +46,11 @@ class FunctionInfo:
     qualname: str
     per_call: bool
     why_not_per_call: Optional[str] = None  # evidence when not per-call
-    compiled: bool = False
+    compiled: bool = False  # always traced by dynamo (its own body, not what it calls)
+    scripted: bool = False  # compiled by TorchScript, itself or through a caller
     fake: bool = False
-    custom_op: bool = False
     workspace_helper: bool = False
-    reached_from: Optional[str] = None  # the compiled function or custom op whose call runs this one
+    reached_from: Optional[str] = None  # the scripted function whose call runs this one
 
 
 def matches(name: str, patterns: Iterable[str]) -> bool:
@@ -85,15 +91,15 @@ class FunctionIndex:
         self.not_per_call = tuple(not_per_call)
         self.per_call = tuple(per_call)
         self.workspace_helpers = tuple(workspace_helpers)
-        self.fake_names, self.custom_op_names, self.compiled_names = self._registrations(calls)
+        self.fake_names, self.compiled_names, self.scripted_names = self._registrations(calls)
         self.info: dict[ast.AST, FunctionInfo] = {}
-        self._walk(tree.body, (), None, False)
+        self._walk(tree.body, (), None)
 
     def propagate(self, callers: dict[ast.AST, list[Optional[ast.AST]]]) -> None:
         """Carry what callers are onto the module's own functions they call (``callers``
         maps a def to the defs its calls sit in, None at module level): a private helper
-        called only from set-up code is set-up code; a function reached from a
-        torch.compile'd function or a custom op runs inside it."""
+        called only from set-up code is set-up code; TorchScript compiles what a scripted
+        function calls."""
         info = self.info
         changed = True
         while changed:
@@ -111,11 +117,10 @@ class FunctionIndex:
                 ):
                     first = next((ci.qualname for ci in caller_infos if ci is not None), "module level")
                     update.update(per_call=False, why_not_per_call=f"private helper `{current.qualname}` is only called from set-up code (`{first}`)")
-                for flag in ("compiled", "custom_op"):
-                    if not getattr(current, flag):
-                        via = next((ci for ci in caller_infos if ci is not None and getattr(ci, flag)), None)
-                        if via is not None:
-                            update.update({flag: True, "reached_from": via.reached_from or via.qualname})
+                if not current.scripted:
+                    via = next((ci for ci in caller_infos if ci is not None and ci.scripted), None)
+                    if via is not None:
+                        update.update(scripted=True, reached_from=via.reached_from or via.qualname)
                 if update:
                     info[callee] = replace(current, **update)
                     changed = True
@@ -123,47 +128,38 @@ class FunctionIndex:
     def _registrations(self, calls: Iterable[ast.Call]) -> tuple[set[str], set[str], set[str]]:
         """Functions registered by call rather than decorator (`register_fake("op", f)`,
         `direct_register_custom_op(name, f, fake_impl=g)`, `f = torch.compile(f)`)."""
-        fake, custom, compiled = set(), set(), set()
+        fake, compiled, scripted = set(), set(), set()
         for node in calls:
             callee = _callee_name(node)
             names = [a.id for a in node.args if isinstance(a, ast.Name)]
-            for kw in node.keywords:
-                if isinstance(kw.value, ast.Name):
-                    if kw.arg == "fake_impl":
-                        fake.add(kw.value.id)
-                    elif kw.arg == "op_func":
-                        custom.add(kw.value.id)
-            if callee in FAKE_REGISTRARS:
+            fake.update(kw.value.id for kw in node.keywords if kw.arg == "fake_impl" and isinstance(kw.value, ast.Name))
+            resolved = self.resolver.resolve(node.func, self.resolver.module_scope)
+            if callee in FAKE_REGISTRARS or (callee == "impl" and _string_args(node) & META_DISPATCH_KEYS):
                 fake.update(names)
-            elif callee in CUSTOM_OP_REGISTRARS:
-                custom.update(names)
-            elif callee == "impl" and _string_args(node) & META_DISPATCH_KEYS:
-                fake.update(names)
-            elif callee == "impl":
-                custom.update(names)
-            elif self.resolver.resolve(node.func, self.resolver.module_scope) & COMPILE_DECORATORS:
+            elif resolved & COMPILE_DECORATORS:
                 compiled.update(names)
-        return fake, custom, compiled
+            elif resolved & SCRIPT_DECORATORS:
+                scripted.update(names)
+        return fake, compiled, scripted
 
-    def _walk(self, body: list[ast.stmt], prefix: tuple[str, ...], outer: Optional[FunctionInfo], compiled_class: bool) -> None:
+    def _walk(self, body: list[ast.stmt], prefix: tuple[str, ...], outer: Optional[FunctionInfo]) -> None:
         for node in body:
-            self._visit(node, prefix, outer, compiled_class)
+            self._visit(node, prefix, outer)
 
-    def _visit(self, node: ast.AST, prefix: tuple[str, ...], outer: Optional[FunctionInfo], compiled_class: bool) -> None:
+    def _visit(self, node: ast.AST, prefix: tuple[str, ...], outer: Optional[FunctionInfo]) -> None:
         if isinstance(node, ast.ClassDef):
-            compiles = any(_callee_name(d) in COMPILE_CLASS_DECORATORS for d in node.decorator_list)
-            self._walk(node.body, (*prefix, node.name), outer, compiles)
+            self._walk(node.body, (*prefix, node.name), outer)
             return
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            info = self._describe(node, prefix, outer, compiled_class)
+            info = self._describe(node, prefix, outer)
             self.info[node] = info
-            self._walk(node.body, (*prefix, node.name), info, False)
+            self._walk(node.body, (*prefix, node.name), info)
             return
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case)):
-                self._visit(child, prefix, outer, compiled_class)
+                self._visit(child, prefix, outer)
 
-    def _describe(self, node, prefix, outer: Optional[FunctionInfo], compiled_class: bool) -> FunctionInfo:
+    def _describe(self, node, prefix, outer: Optional[FunctionInfo]) -> FunctionInfo:
         name = node.name
         qualname = ".".join((*prefix, name))
         decorators = node.decorator_list
@@ -180,18 +176,8 @@ class FunctionIndex:
             or matches(name, ("*_fake", "fake_*", "_fake_*", "*_meta", "meta_*", "_meta_*"))
             or (outer is not None and outer.fake)
         )
-        custom_op = (
-            bool(callees & CUSTOM_OP_DECORATORS)
-            or ("impl" in callees and not fake)
-            or name in self.custom_op_names
-            or (outer is not None and outer.custom_op)
-        )
-        compiled = (
-            bool(resolved & COMPILE_DECORATORS)
-            or name in self.compiled_names
-            or (compiled_class and name == "forward")
-            or (outer is not None and outer.compiled)
-        )
+        compiled = bool(resolved & COMPILE_DECORATORS) or name in self.compiled_names or (outer is not None and outer.compiled)
+        scripted = bool(resolved & SCRIPT_DECORATORS) or name in self.scripted_names or (outer is not None and outer.scripted)
         helper = matches(name, self.workspace_helpers)
 
         why = None
@@ -210,7 +196,7 @@ class FunctionIndex:
             per_call=why is None,
             why_not_per_call=why,
             compiled=compiled,
+            scripted=scripted,
             fake=fake,
-            custom_op=custom_op,
             workspace_helper=helper,
         )

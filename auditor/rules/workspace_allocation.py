@@ -425,7 +425,8 @@ than contiguous (or the input's, for `*_like`).
             fixable=False,
             reason="passed to `external_kernel(...)`, whose result is returned: it may be this buffer",
         ),
-        # Reached from a custom-op implementation: the op's contract plans its memory.
+        # Custom-op implementations run eagerly, and so does what a compiled function calls
+        # when it is called from elsewhere: rewritten.
         Invalid(
             """
             import torch
@@ -434,10 +435,40 @@ than contiguous (or the input's, for `*_like`).
                 k(x, ws)
             def op_impl(x):
                 helper(x)
+                tmp = torch.zeros(8, device='cuda')  # expect
+                k(x, tmp)
             direct_register_custom_op('op', op_impl)
+            @torch.compile
+            def step(x):
+                helper(x)
+            """,
+            fixable=True,
+        ),
+        # The body of a compiled function is traced on every call: nothing to gain.
+        Invalid(
+            """
+            import torch
+            @torch.compile(dynamic=True)
+            def grouped_topk(x):
+                ws = torch.empty(4, device='cuda')  # expect
+                k(x, ws)
             """,
             fixable=False,
-            reason="reached from custom-op implementation `op_impl`",
+            reason="inside torch.compile'd `grouped_topk`: dynamo traces it on every call and inductor plans its buffers, so get_empty would be plain torch.empty there",
+        ),
+        # TorchScript compiles what it reaches, and cannot compile get_empty.
+        Invalid(
+            """
+            import torch
+            def helper(x):
+                ws = torch.empty(4, device='cuda')  # expect
+                k(x, ws)
+            @torch.jit.script
+            def scripted(x):
+                helper(x)
+            """,
+            fixable=False,
+            reason="reached from TorchScript `scripted`: get_empty cannot be scripted",
         ),
         # One buffer per site would alias buffers that are alive together.
         Invalid(
