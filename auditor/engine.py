@@ -9,6 +9,7 @@ same calls again by position.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import multiprocessing
@@ -24,6 +25,7 @@ from allocaudit.auditor.discovery import discover
 from allocaudit.auditor.findings import FileError, Finding, ScanResult
 from allocaudit.auditor.rules import ALL_RULES, FixAvailability, Report
 from allocaudit.auditor.settings import Settings
+from allocaudit.auditor.analysis.modules import OtherModules
 from allocaudit.auditor.analysis.sites import analyze, module_exports
 from allocaudit.auditor.source import SourceError, decode, parse, read_bytes
 from allocaudit.auditor.suppression import is_suppressed
@@ -125,14 +127,50 @@ def _finding(path: str, lines: list[str], rule, report: Report) -> Finding:
     )
 
 
+_trees: dict[str, tuple[tuple[int, int], str, ast.Module]] = {}
+
+
+def _read_module(max_size: int):
+    """How the analysis reads a module a scanned file imports: (content digest, tree), or
+    None when it cannot be read as Python; each file parsed once per process while it is
+    unchanged."""
+
+    def read(path: str) -> Optional[tuple[str, ast.Module]]:
+        try:
+            info = os.stat(path)
+            stamp = (info.st_mtime_ns, info.st_size)
+            cached = _trees.get(path)
+            if cached is not None and cached[0] == stamp:
+                return cached[1], cached[2]
+            data = read_bytes(path, max_size)
+            tree = parse(decode(data), path)
+        except (OSError, SourceError):
+            return None
+        digest = _digest(data)
+        _trees[path] = (stamp, digest, tree)
+        return digest, tree
+
+    return read
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def scan_source(path: str, data: bytes, settings: Settings, exports: Optional[Exports] = None, analyse: bool = True) -> list[Finding]:
     """Findings for one file's bytes. Raises SourceError when the file cannot be read as
     Python. ``analyse`` False only checks that it parses (the prefilter ruled out findings)."""
+    return _scan_source(path, data, settings, exports, analyse)[0]
+
+
+def _scan_source(path: str, data: bytes, settings: Settings, exports: Optional[Exports], analyse: bool) -> tuple[list[Finding], dict[str, str]]:
+    """scan_source, and the other files the findings depend on (path -> content digest)."""
     text = decode(data)
     tree = parse(text, path)
     if not analyse:
-        return []
-    facts = analyze(tree, settings.analysis_options(), package_parts(path), exports)
+        return [], {}
+    others = OtherModules(path, settings.analysis_options(), _read_module(settings.max_file_size))
+    facts = analyze(tree, settings.analysis_options(), package_parts(path), exports, others)
     codes = settings.enabled_codes()
     minimum = CONFIDENCE_ORDER[settings.min_confidence]
     lines = text.splitlines()
@@ -148,7 +186,7 @@ def scan_source(path: str, data: bytes, settings: Settings, exports: Optional[Ex
                 continue
             findings.append(finding)
     findings.sort(key=lambda f: (f.line, f.col, f.code))
-    return findings
+    return findings, others.dependencies()
 
 
 # -- the cache ------------------------------------------------------------------------
@@ -186,15 +224,26 @@ class ResultCache:
         return digest.hexdigest()
 
     def get(self, key: str) -> Optional[tuple[list[Finding], Optional[str]]]:
-        """(findings, error reason) stored for ``key``, or None."""
+        """(findings, error reason) stored for ``key``, or None; None too when a file the
+        findings depend on (a module the scanned one imports) has changed since."""
         entry = self.entries.get(key)
         if entry is None:
             return None
+        for path, digest in entry.get("depends", {}).items():
+            try:
+                with open(path, "rb") as handle:
+                    if _digest(handle.read()) != digest:
+                        return None
+            except OSError:
+                return None
         findings = [Finding(**{**row, "notes": tuple(row.get("notes", ()))}) for row in entry.get("findings", ())]
         return findings, entry.get("error")
 
-    def put(self, key: str, findings: list[Finding], error: Optional[str]) -> None:
-        self.entries[key] = {"error": error} if error is not None else {"findings": [f.to_dict() for f in findings]}
+    def put(self, key: str, findings: list[Finding], error: Optional[str], depends: Mapping[str, str]) -> None:
+        entry: dict = {"error": error} if error is not None else {"findings": [f.to_dict() for f in findings]}
+        if depends:
+            entry["depends"] = dict(depends)
+        self.entries[key] = entry
         self.dirty = True
 
     def save(self) -> None:
@@ -230,14 +279,15 @@ def _init_worker(settings: Settings, exports: Exports) -> None:
     _worker_state["exports"] = exports
 
 
-def _scan_one(job: tuple[str, bytes, bool]) -> tuple[str, list[Finding], Optional[str]]:
+def _scan_one(job: tuple[str, bytes, bool]) -> tuple[str, list[Finding], Optional[str], dict[str, str]]:
     path, data, analyse = job
     try:
-        return path, scan_source(path, data, _worker_state["settings"], _worker_state["exports"], analyse), None
+        findings, depends = _scan_source(path, data, _worker_state["settings"], _worker_state["exports"], analyse)
+        return path, findings, None, depends
     except SourceError as exc:
-        return path, [], str(exc)
+        return path, [], str(exc), {}
     except Exception as exc:  # a bug of ours must not stop the scan of other files
-        return path, [], f"internal error while analysing: {type(exc).__name__}: {exc}"
+        return path, [], f"internal error while analysing: {type(exc).__name__}: {exc}", {}
 
 
 def _run_jobs(jobs: list[tuple[str, bytes, bool]], settings: Settings, exports: Exports, processes: int, progress: Optional[Callable[[], None]]):
@@ -304,12 +354,12 @@ def scan(
     processes = jobs or os.cpu_count() or 1
     bar = _progress_bar(len(todo)) if show_progress and len(todo) >= 200 else None
     try:
-        for path, findings, error in _run_jobs(todo, settings, exports, processes, bar.advance if bar else None):
+        for path, findings, error, depends in _run_jobs(todo, settings, exports, processes, bar.advance if bar else None):
             if error is not None:
                 result.errors.append(FileError(path, error))
             result.findings.extend(findings)
             if cache is not None:
-                cache.put(keys[path], findings, error)
+                cache.put(keys[path], findings, error, depends)
     finally:
         if bar:
             bar.close()

@@ -70,6 +70,7 @@ class Escape:
     how: str  # evidence, e.g. "stored on `self.buf`"
     target: Optional[ast.AST] = None  # the attribute/subscript/global stored into, for lazy-init checks
     statement: Optional[ast.stmt] = None
+    position: Optional[int] = None  # returned as this element of a returned tuple (None: as the result itself)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class CallEffect:
 
     kind: Literal["consumes", "returns", "keeps", "unknown"]  # returns: the result is or holds the argument
     how: str = ""  # evidence: the callee, or how it keeps the argument
+    position: Optional[int] = None  # returns: only this element of the returned tuple holds it
 
 
 CONSUMES = CallEffect("consumes")
@@ -89,6 +91,14 @@ class FlowResult:
     stores: tuple[Escape, ...] = ()  # every certain store into longer-lived state (for lazy init)
     uncertain: Optional[Escape] = None  # an escape only through the result of an unknown call
     into_container: Optional[str] = None  # a local container the value was put in
+    returns: tuple[Escape, ...] = ()  # every certain return of the value
+
+    @property
+    def returned_position(self) -> Optional[int]:
+        """The one element of a returned tuple that every return puts the value in, or None
+        (returned as the result itself, in several elements, or not returned)."""
+        positions = {e.position for e in self.returns}
+        return positions.pop() if len(positions) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -190,7 +200,8 @@ class FunctionFlow:
                     worklist.extend((u, nested_name, through) for u in uses)
         if certain:
             stores = tuple(e for e in certain if e.kind in ("stored", "global", "appended"))
-            return FlowResult(certain[0], stores, None, container)
+            returns = tuple(e for e in certain if e.kind == "returned")
+            return FlowResult(certain[0], stores, None, container, returns)
         return FlowResult(None, (), uncertain, container)
 
     def notes(self, node: ast.AST) -> Notes:
@@ -313,11 +324,12 @@ class FunctionFlow:
             return Escape("stored", f"stored into `{unparse(target.value)}[...]`", target.value, self._statement(target)), []
         return None, []
 
-    def _consumer(self, expr: ast.AST):
+    def _consumer(self, expr: ast.AST, start: Optional[int] = None):
         """Follow ``expr`` upwards to where its value ends up: (escape, names it is bound
-        to, and (call, callee) where it went into an unknown call whose result may be it)."""
+        to, and (call, callee) where it went into an unknown call whose result may be it).
+        ``start``: the value is only that element of ``expr`` (a tuple a call returns)."""
         node = expr
-        path: list[int] = []  # element indices while climbing through tuple/list literals
+        path: list[int] = [] if start is None else [start]  # element indices while climbing through tuple/list literals
         names: list[tuple[str, ast.AST]] = []
         collected: Optional[ast.AST] = None  # the concatenation the value was collected by
         while True:
@@ -336,6 +348,12 @@ class FunctionFlow:
                     continue
                 return None, names, None  # x.shape, x.dtype
             if isinstance(parent, ast.Subscript) and parent.value is node:
+                index = parent.slice.value if isinstance(parent.slice, ast.Constant) else None
+                if path and isinstance(index, int) and not isinstance(index, bool) and index >= 0:
+                    if index != path[-1]:
+                        return None, names, None  # `f(x)[0]` when the value is element 1
+                    node, path = parent, path[:-1]
+                    continue
                 node, path = parent, []
                 continue
             if isinstance(parent, (ast.Tuple, ast.List, ast.Set)):
@@ -366,7 +384,7 @@ class FunctionFlow:
                 node = parent
                 continue
             if isinstance(parent, ast.Return):
-                return Escape("returned", "returned", None, parent), names, None
+                return Escape("returned", "returned", None, parent, path[-1] if path else None), names, None
             if isinstance(parent, (ast.Yield, ast.YieldFrom)):
                 return Escape("yielded", "yielded", None, self._statement(parent)), names, None
             if isinstance(parent, ast.Lambda):
@@ -405,7 +423,7 @@ class FunctionFlow:
         if effect.kind == "keeps":
             return Escape("kept", effect.how, None, self._statement(call)), names, None
         if effect.kind == "returns":
-            names_through = self._consumer(call)
+            names_through = self._consumer(call, effect.position)
             return names_through[0], names + names_through[1], names_through[2]
         if effect.kind == "unknown":
             return None, names, (call, effect.how)

@@ -140,6 +140,10 @@ class ModuleIndex:
             return found
         return None
 
+    def imported_name(self, call: ast.Call) -> Optional[str]:
+        """The dotted name of an imported function that ``call`` calls (`pkg.mod.f`)."""
+        return self.resolver.imported(call.func, self.resolver.scope_of[self._scope_node(call)])
+
     def module_function(self, name: str) -> Optional[FunctionNode]:
         """The module-level def called ``name``."""
         return self._module_functions.get(name)

@@ -26,6 +26,7 @@ from allocaudit.auditor.analysis.factories import ALL_FACTORY_NAMES, TENSOR_METH
 from allocaudit.auditor.analysis.fixability import not_fixable_reason
 from allocaudit.auditor.analysis.functions import AnalysisOptions, FunctionInfo
 from allocaudit.auditor.analysis.index import ModuleIndex
+from allocaudit.auditor.analysis.modules import OtherModules
 from allocaudit.auditor.analysis.names import NameResolver
 from allocaudit.auditor.analysis.syntax import FunctionNode, arg_specs, argument, is_literal, unparse
 
@@ -81,12 +82,15 @@ def analyze(
     options: AnalysisOptions,
     package: tuple[str, ...] = (),
     exports: Optional[Mapping[str, Mapping[str, frozenset[str]]]] = None,
+    others: Optional[OtherModules] = None,
 ) -> ModuleFacts:
+    """The facts of one module; ``others`` reads the modules it imports, for what their
+    functions do with the tensors they are given."""
     exports = exports or {}
     # A module where no identifier is a factory (or an alias another module exports) has no site.
     watch = ALL_FACTORY_NAMES | {name for aliases in exports.values() for name in aliases}
     index = ModuleIndex(tree, options, package, exports, watch)
-    effects = CallEffects(index)
+    effects = CallEffects(index, others)
     sites = SiteFinder(index, effects).sites() if index.mentions_watched else []
     return ModuleFacts(index, effects, sites)
 

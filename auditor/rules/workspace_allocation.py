@@ -414,6 +414,26 @@ than contiguous (or the input's, for `*_like`).
             fixable=False,
             reason="`memory_format=` other than torch.contiguous_format (or torch.preserve_format for `*_like`)",
         ),
+        # What a function of the tree returns decides: new tensors, or one element of a
+        # tuple that is not this buffer (the callee may be in another module of the tree).
+        Invalid(
+            """
+            import torch
+            def quant(x, group, out_q=None):
+                x_q = out_q if out_q is not None else torch.empty(x.shape, device=x.device)
+                x_s = torch.empty(x.shape[0], group, device=x.device)
+                kernel(x, x_q, x_s)
+                return x_q, x_s
+            def act_quant(inp, output, group):
+                act_out = torch.empty(inp.shape, device='cuda')  # expect
+                act(act_out, inp)
+                return quant(act_out, group, out_q=output)
+            def scales_only(x, group):
+                q = torch.empty(x.shape, device='cuda')  # expect
+                return quant(x, group, q)[1]
+            """,
+            fixable=True,
+        ),
         # The result of an unknown call may be the buffer itself.
         Invalid(
             """

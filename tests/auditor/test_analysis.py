@@ -291,3 +291,41 @@ def test_a_file_whose_only_allocations_are_get_empty_calls_is_analysed(tmp_path)
     )
     result = scan([str(tmp_path / "fixed.py")], Settings(select=("AA206",)))
     assert [(f.code, f.line) for f in result.findings] == [("AA206", 4)]
+
+
+def test_a_function_of_another_module_of_the_tree_decides_what_its_result_holds(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "layers").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "layers" / "__init__.py").write_text("")
+    quant = package / "quant.py"
+    quant.write_text(
+        "import torch\n"
+        "def quant(x, out_q=None):\n"
+        "    x_q = out_q if out_q is not None else torch.empty(x.shape, device=x.device)\n"
+        "    x_s = torch.empty(x.shape[0], device=x.device)\n"
+        "    return x_q, x_s\n"
+    )
+    layer = package / "layers" / "moe.py"
+    layer.write_text(
+        "import torch\n"
+        "from pkg.quant import quant\n"
+        "from .. import quant as q\n"
+        "def forward(x, out):\n"
+        "    act = torch.empty(x.shape, device='cuda')\n"
+        "    kernel(x, act)\n"
+        "    return quant(act, out_q=out)\n"
+        "def scales(x):\n"
+        "    buf = torch.empty(x.shape, device='cuda')\n"
+        "    return q.quant(x, buf)[1]\n"
+    )
+    settings = Settings(select=("AA101", "AA102"))
+    cache = tmp_path / "cache"
+    # Only the layer is scanned; the module it imports is read to know what quant returns.
+    found = scan([str(layer)], settings, cache_dir=cache)
+    assert [(f.line, f.code, f.fixable) for f in found.findings] == [(5, "AA101", True), (9, "AA101", True)]
+    # When quant starts returning its input (and out_q second), the cached result is stale.
+    quant.write_text(quant.read_text().replace("return x_q, x_s", "return x, x_q"))
+    again = scan([str(layer)], settings, cache_dir=cache)
+    assert again.cache_hits == 0
+    assert [(f.line, f.code) for f in again.findings] == [(5, "AA102"), (9, "AA102")]
