@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from dataclasses import replace
 from enum import Enum
@@ -10,11 +12,22 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from allocaudit.auditor.discovery import discover
+from allocaudit.auditor.engine import UNPARSABLE
 from allocaudit.auditor.engine import scan as run_scan
 from allocaudit.auditor.formats import RENDERERS
-from allocaudit.auditor.profiling.commands import PROGRAM_CONTEXT, profile_command, stale_check_command
+from allocaudit.auditor.plural import plural
+from allocaudit.auditor.profiling.commands import (
+    PROGRAM_CONTEXT,
+    compare_command,
+    plot_command,
+    profile_command,
+    stale_check_command,
+)
+from allocaudit.auditor.project import Resolver, project_root, rooted
 from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE
-from allocaudit.auditor.settings import ConfigError, Settings, find_config, load, split_codes
+from allocaudit.auditor.settings import KEYS as SETTINGS_KEYS
+from allocaudit.auditor.settings import ConfigError, Settings, load, split_codes
 from allocaudit.auditor.usage import fail
 from allocaudit.auditor.version import VERSION
 
@@ -53,40 +66,89 @@ def _main(
     pass
 
 
-def _settings(paths: List[str], config: Optional[Path], **flags) -> Settings:
+def _resolver(
+    config: Optional[Path],
+    select=None, extend_select=None, ignore=None, all_files=False, min_confidence=None,
+    no_gitignore=False, force_exclude=None, exit_zero=False,
+) -> Resolver:
+    """Each file's settings: its nearest config's (or --config's for all), flags over them.
+    A bad flag or config fails here, before anything is read."""
     if config is not None and not config.is_file():
         fail(f"config file {config} does not exist")
-    found = config if config is not None else find_config(Path(paths[0]) if paths else Path.cwd())
-    settings = load(found)
-    select = split_codes(flags["select"] or ())
-    extend_select = split_codes(flags["extend_select"] or ())
-    ignore = split_codes(flags["ignore"] or ())
-    changes = {}
-    if select:
-        changes["select"] = select
-    if extend_select:
-        base = changes.get("select", settings.select) or tuple(r.CODE for r in ALL_RULES if r.DEFAULT)
-        changes["select"] = tuple(base) + extend_select
-    if ignore:
-        changes["ignore"] = settings.ignore + ignore
-    if flags["all_files"]:
-        changes["all_files"] = True
-    if flags["min_confidence"] is not None:
-        changes["min_confidence"] = flags["min_confidence"].value
-    if flags["no_gitignore"]:
-        changes["respect_gitignore"] = False
-    settings = replace(settings, **changes)
-    settings.enabled_codes()  # an unknown code on the command line fails here
-    return settings
+    select, extend_select, ignore = split_codes(select or ()), split_codes(extend_select or ()), split_codes(ignore or ())
+    if exit_zero:
+        extend_select += (UNPARSABLE,)  # a file that does not parse is a finding, not an exit-2 error
+
+    def adjust(settings: Settings) -> Settings:
+        changes: dict = {}
+        if select:
+            changes["select"] = select
+        if extend_select:
+            base = changes.get("select", settings.select) or tuple(r.CODE for r in ALL_RULES if r.DEFAULT)
+            changes["select"] = tuple(base) + extend_select
+        if ignore:
+            changes["ignore"] = settings.ignore + ignore
+        if all_files:
+            changes["all_files"] = True
+        if min_confidence is not None:
+            changes["min_confidence"] = min_confidence.value
+        if no_gitignore:
+            changes["respect_gitignore"] = False
+        if force_exclude is not None:
+            changes["force_exclude"] = force_exclude
+        return replace(settings, **changes)
+
+    try:
+        adjust(Settings()).enabled_codes()  # an unknown code on the command line fails here
+        return Resolver(fixed=load(config) if config is not None else None, adjust=adjust)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _cache_dir(paths: List[str], resolver: Resolver, no_cache: bool, cache_dir: Optional[Path] = None) -> Optional[Path]:
+    """--cache-dir, else .allocaudit_cache next to the first path's config, else here."""
+    if no_cache:
+        return None
+    if cache_dir is not None:
+        return cache_dir
+    return Path(_first_settings(paths, resolver).root or ".") / ".allocaudit_cache"
+
+
+def _first_settings(paths: List[str], resolver: Resolver) -> Settings:
+    first = paths[0]
+    try:
+        settings = resolver.for_folder(first if os.path.isdir(first) else os.path.dirname(os.path.abspath(first)))
+    except ConfigError as exc:
+        fail(str(exc))
+    return rooted(settings, first, project_root(first))
+
+
+def _show_settings(paths: List[str], resolver: Resolver) -> None:
+    """Like ruff's --show-settings: what the first path is scanned with, and from where."""
+    settings = _first_settings(paths, resolver)
+    typer.echo(f"Settings for: {os.path.abspath(paths[0])}")
+    typer.echo(f"Config file: {settings.config_file or 'none (defaults)'}")
+    typer.echo(f"Project root (globs are relative to it): {settings.root}")
+    for key, (field_name, extend) in SETTINGS_KEYS.items():
+        if extend:
+            continue
+        value = getattr(settings, field_name)
+        if field_name == "per_file_ignores":
+            value = {glob: list(codes) for glob, codes in value}
+        elif isinstance(value, tuple):
+            value = list(value)
+        typer.echo(f"{key} = {json.dumps(value)}")
+    typer.echo(f"all = {json.dumps(settings.all_files)}")
+    typer.echo(f"enabled-codes = {json.dumps(sorted(settings.enabled_codes()))}")
 
 
 @app.command()
 def scan(
     paths: Optional[List[str]] = typer.Argument(None, help="Files or folders to scan (default: the current folder)."),
     all_files: bool = typer.Option(False, "--all", help="Scan every Python file, not only MoE-like paths (include globs)."),
-    output_format: OutputFormat = typer.Option(OutputFormat.text, "--format", help="Output format."),
+    output_format: OutputFormat = typer.Option(OutputFormat.text, "--output-format", "--format", help="Output format (--format is an alias)."),
     output_file: Optional[Path] = typer.Option(None, "--output-file", "-o", help="Write the report to this file."),
-    statistics: bool = typer.Option(False, "--statistics", help="Counts per rule code and site class instead of each finding."),
+    statistics: bool = typer.Option(False, "--statistics", help="Counts per rule code and site class instead of each finding (text or json)."),
     select: Optional[List[str]] = typer.Option(None, "--select", help="Rule codes or prefixes to enable (replaces the default set; ALL for every rule)."),
     extend_select: Optional[List[str]] = typer.Option(None, "--extend-select", help="Rule codes or prefixes to enable on top of the selection."),
     ignore: Optional[List[str]] = typer.Option(None, "--ignore", help="Rule codes or prefixes to disable."),
@@ -94,29 +156,45 @@ def scan(
         None, "--min-confidence", help="Drop findings whose device is less certain (low: unresolved variables; medium: inherited from another tensor)."
     ),
     no_gitignore: bool = typer.Option(False, "--no-gitignore", help="Also scan files that .gitignore excludes."),
+    force_exclude: Optional[bool] = typer.Option(
+        None, "--force-exclude/--no-force-exclude", help="Filter files named on the command line through include/exclude and .gitignore too (for pre-commit)."
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the cache."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Cache folder (default: .allocaudit_cache next to the config, or here)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="pyproject.toml to read [tool.allocaudit] from (default: the nearest one)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="pyproject.toml to read [tool.allocaudit] from for every file (default: each file's nearest one)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes (default: one per core)."),
-    exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when there are findings (errors still exit 2)."),
+    exit_zero: bool = typer.Option(False, "--exit-zero", help="Exit 0 even when there are findings; a file that does not parse is a finding (AA999). Other errors still exit 2."),
+    show_files: bool = typer.Option(False, "--show-files", help="List the files the scan would read, and exit."),
+    show_settings: bool = typer.Option(False, "--show-settings", help="Show the settings the first path is scanned with, and where they come from, and exit."),
+    add_noqa: bool = typer.Option(False, "--add-noqa", help="Add `# noqa: CODE` to each finding's line, and exit."),
     profile: Optional[Path] = typer.Option(
         None, "--profile", help="Rank findings by a profile written by `allocaudit profile`; list never-run findings and missed sites."
     ),
 ) -> None:
     """Report per-call CUDA allocations and where they can be reused."""
     paths = paths or ["."]
+    if statistics and output_format.value not in ("text", "json"):
+        fail(f"--statistics works with --output-format text or json, not {output_format.value}: {output_format.value} reports each finding")
+    resolver = _resolver(
+        config, select=select, extend_select=extend_select, ignore=ignore, all_files=all_files,
+        min_confidence=min_confidence, no_gitignore=no_gitignore, force_exclude=force_exclude, exit_zero=exit_zero,
+    )
+    if show_settings:
+        _show_settings(paths, resolver)
+        return
+    if show_files:
+        found = _discover(paths, resolver)
+        for path, _ in found.files:
+            typer.echo(path)
+        for error in found.errors:
+            typer.echo(f"{error.path}: error: {error.reason}", err=True)
+        raise typer.Exit(2 if found.errors else 0)
     try:
-        settings = _settings(
-            paths, config, select=select, extend_select=extend_select, ignore=ignore,
-            all_files=all_files, min_confidence=min_confidence, no_gitignore=no_gitignore,
-        )
+        result = run_scan(paths, resolver, cache_dir=_cache_dir(paths, resolver, no_cache, cache_dir), jobs=jobs, show_progress=sys.stderr.isatty())
     except ConfigError as exc:
         fail(str(exc))
-    if no_cache:
-        cache = None
-    else:
-        cache = cache_dir if cache_dir is not None else Path(settings.root or ".") / ".allocaudit_cache"
-    result = run_scan(paths, settings, cache_dir=cache, jobs=jobs, show_progress=sys.stderr.isatty())
+    if add_noqa:
+        _add_noqa(result, paths, resolver)
     if profile is not None:
         from allocaudit.auditor.profiling.commands import render_join
 
@@ -134,6 +212,25 @@ def scan(
     raise typer.Exit(0 if code == 1 and exit_zero else code)
 
 
+def _discover(paths: List[str], resolver: Resolver):
+    try:
+        return discover(paths, resolver)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _add_noqa(result, paths: List[str], resolver: Resolver) -> None:
+    """Suppress every finding in place, then report like ruff: `Added N noqa directives.`"""
+    from allocaudit.rewrites.noqa import add_noqa
+
+    sizes = {f.path: resolver.for_file(f.path).max_file_size for f in result.findings}
+    added = add_noqa(result.findings, sizes)
+    for error in result.errors + added.errors:
+        typer.echo(f"{error.path}: error: {error.reason}")
+    typer.echo(f"Added {plural(added.added, 'noqa directive')} in {plural(len(added.files), 'file')}.")
+    raise typer.Exit(2 if result.errors or added.errors else 0)
+
+
 @app.command()
 def explain(code: Optional[str] = typer.Argument(None, help="A rule code, e.g. AA101. Without one, list every rule.")) -> None:
     """Why a rule matters, how to fix what it reports, and an example."""
@@ -149,16 +246,6 @@ def explain(code: Optional[str] = typer.Argument(None, help="A rule code, e.g. A
     typer.echo(f"{rule.CODE} ({rule.NAME}): {rule.SUMMARY}\n[{default}]\n\n{rule.EXPLAIN.rstrip()}")
 
 
-def _codemod_settings(paths: List[str], config: Optional[Path], all_files: bool, no_gitignore: bool) -> Settings:
-    try:
-        return _settings(
-            paths, config, select=None, extend_select=None, ignore=None,
-            all_files=all_files, min_confidence=None, no_gitignore=no_gitignore,
-        )
-    except ConfigError as exc:
-        fail(str(exc))
-
-
 def _codemod_mode(diff: bool, check: bool) -> str:
     from allocaudit.rewrites.apply import CHECK, DIFF, WRITE
 
@@ -167,7 +254,7 @@ def _codemod_mode(diff: bool, check: bool) -> str:
 
 def _report(result, mode: str, verbs: tuple[str, str]) -> None:
     """Rows like ruff's: `path:line:col: ...`; with --diff the diff alone goes to stdout."""
-    from allocaudit.rewrites.apply import CHECK, DIFF
+    from allocaudit.rewrites.apply import CHECK, DIFF, WRITE
 
     for diff in result.diffs:
         sys.stdout.write(diff)
@@ -181,10 +268,16 @@ def _report(result, mode: str, verbs: tuple[str, str]) -> None:
         out.write(f"{error.path}: error: {error.reason}\n")
     done, pending = verbs
     verb = done if mode not in (CHECK, DIFF) else pending
-    sites, files = len(result.changed), len(result.files_changed)
-    summary = f"{verb} {sites} site{'s' if sites != 1 else ''} in {files} file{'s' if files != 1 else ''} ({len(result.skipped)} skipped)."
+    summary = f"{verb} {plural(len(result.changed), 'site')} in {plural(len(result.files_changed), 'file')} ({len(result.skipped)} skipped)."
     if result.errors:
-        summary += f" {len(result.errors)} file{'s' if len(result.errors) != 1 else ''} could not be processed."
+        summary += f" {plural(len(result.errors), 'file')} could not be processed."
+    if result.files_skipped:
+        summary += f" {plural(result.files_skipped, 'file')} outside the include globs left alone (--all includes them)."
+    if result.interrupted:
+        written = result.files_changed if mode == WRITE else []
+        out.write(f"Interrupted (Ctrl-C): {plural(len(written), 'file')} written before it:\n")
+        out.writelines(f"  {path}\n" for path in written)
+        summary = "Stopped early. " + summary
     out.write(summary + "\n")
     out.flush()
 
@@ -193,7 +286,15 @@ def _report(result, mode: str, verbs: tuple[str, str]) -> None:
 CodemodAllFiles = Annotated[bool, typer.Option("--all", help="Every Python file, not only MoE-like paths (include globs).")]
 CodemodNoGitignore = Annotated[bool, typer.Option("--no-gitignore", help="Also rewrite files that .gitignore excludes.")]
 CodemodConfig = Annotated[
-    Optional[Path], typer.Option("--config", help="pyproject.toml to read [tool.allocaudit] from (default: the nearest one).")
+    Optional[Path],
+    typer.Option("--config", help="pyproject.toml to read [tool.allocaudit] from for every file (default: each file's nearest one)."),
+]
+CodemodForceExclude = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--force-exclude/--no-force-exclude",
+        help="Filter files named on the command line through include/exclude and .gitignore too (for pre-commit).",
+    ),
 ]
 
 
@@ -204,6 +305,7 @@ def fix(
     check: bool = typer.Option(False, "--check", help="Change nothing; exit 1 if a site would be rewritten."),
     all_files: CodemodAllFiles = False,
     no_gitignore: CodemodNoGitignore = False,
+    force_exclude: CodemodForceExclude = None,
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the scan cache."),
     config: CodemodConfig = None,
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes for the scan (default: one per core)."),
@@ -212,10 +314,12 @@ def fix(
     from allocaudit.rewrites.apply import run_fix
 
     paths = paths or ["."]
-    settings = _codemod_settings(paths, config, all_files, no_gitignore)
+    resolver = _resolver(config, all_files=all_files, no_gitignore=no_gitignore, force_exclude=force_exclude)
     mode = _codemod_mode(diff, check)
-    cache = None if no_cache else Path(settings.root or ".") / ".allocaudit_cache"
-    result = run_fix(paths, settings, mode, cache_dir=cache, jobs=jobs)
+    try:
+        result = run_fix(paths, resolver, mode, cache_dir=_cache_dir(paths, resolver, no_cache), jobs=jobs, show_progress=sys.stderr.isatty())
+    except ConfigError as exc:
+        fail(str(exc))
     _report(result, mode, ("Fixed", "Would fix"))
     raise typer.Exit(result.exit_code(mode))
 
@@ -227,21 +331,53 @@ def unfix(
     check: bool = typer.Option(False, "--check", help="Change nothing; exit 1 if a get_empty call would be restored."),
     all_files: CodemodAllFiles = False,
     no_gitignore: CodemodNoGitignore = False,
+    force_exclude: CodemodForceExclude = None,
     config: CodemodConfig = None,
 ) -> None:
     """Turn get_empty calls back into the torch.zeros/torch.empty calls they stand for."""
     from allocaudit.rewrites.apply import run_unfix
 
     paths = paths or ["."]
-    settings = _codemod_settings(paths, config, all_files, no_gitignore)
+    resolver = _resolver(config, all_files=all_files, no_gitignore=no_gitignore, force_exclude=force_exclude)
     mode = _codemod_mode(diff, check)
-    result = run_unfix(paths, settings, mode)
+    try:
+        result = run_unfix(paths, resolver, mode)
+    except ConfigError as exc:
+        fail(str(exc))
     _report(result, mode, ("Restored", "Would restore"))
     raise typer.Exit(result.exit_code(mode))
 
 
 app.command("profile", context_settings=PROGRAM_CONTEXT)(profile_command)
 app.command("stale-check", context_settings=PROGRAM_CONTEXT)(stale_check_command)
+app.command("compare")(compare_command)
+app.command("plot")(plot_command)
+
+
+@app.command("vendor-runtime")
+def vendor_runtime(
+    dest: str = typer.Argument(..., help="A folder of your package (gets allocaudit_runtime.py) or a .py file name."),
+    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 if the file is missing or not the current runtime."),
+    force: bool = typer.Option(False, "--force", help="Replace a file that this command did not write, or that was edited."),
+) -> None:
+    """Write the runtime (one module, torch and the standard library only) into your package."""
+    from allocaudit.rewrites.vendor import VendorError, vendor
+
+    try:
+        done = vendor(dest, check=check, force=force)
+    except VendorError as exc:
+        fail(str(exc))
+    if check:
+        typer.echo(f"{done.path}: {'out of date' if done.changed else 'up to date'}")
+        raise typer.Exit(1 if done.changed else 0)
+    typer.echo(f"{'Wrote' if done.changed else 'Unchanged:'} {done.path}")
+    if done.module:
+        typer.echo(
+            f"Patched code imports it with `allocaudit fix --runtime-module {done.module}`, "
+            f'or runtime-module = "{done.module}" in [tool.allocaudit].'
+        )
+    else:
+        typer.echo("Its folder is not a package: give fix its import name with --runtime-module.")
 
 
 def main() -> None:

@@ -15,22 +15,28 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional
 
 from allocaudit.auditor.analysis.devices import CONFIDENCE_ORDER
-from allocaudit.auditor.discovery import discover
+from allocaudit.auditor.discovery import GlobSet, discover
 from allocaudit.auditor.findings import FileError, Finding, ScanResult
-from allocaudit.auditor.rules import ALL_RULES, FixAvailability, Report
-from allocaudit.auditor.settings import Settings
+from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE, FixAvailability, Report
+from allocaudit.auditor.rules.unparsable_file import UnparsableFile
+from allocaudit.auditor.rules.unused_suppression import UnusedSuppression
+from allocaudit.auditor.progress import ProgressBar
+from allocaudit.auditor.project import Resolver
+from allocaudit.auditor.settings import Settings, ignored_codes
 from allocaudit.auditor.analysis.modules import OtherModules
 from allocaudit.auditor.analysis.sites import analyze, module_exports
 from allocaudit.auditor.source import SourceError, decode, parse, read_bytes
-from allocaudit.auditor.suppression import is_suppressed
+from allocaudit.auditor.suppression import Directive, Suppressions
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "3"
 # A file that names no factory cannot hold an allocation site: skip it unparsed. One that
 # calls the runtime (`get_empty`, `get_empty_like`: what `fix` wrote) may request one name
 # twice (AA206). Plain substring tests run at memory speed; a regular expression over 75 MB
@@ -157,36 +163,80 @@ def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+UNUSED_SUPPRESSION, UNPARSABLE = UnusedSuppression.CODE, UnparsableFile.CODE
+# The codes an AA001 finding can be about: allocaudit's own, save AA001 (a comment that
+# suppresses AA001 is judged by whether AA001 was reported, not by AA001 again).
+_OWN_CODE = re.compile(r"AA[0-9]{3}")
+
+
 def scan_source(path: str, data: bytes, settings: Settings, exports: Optional[Exports] = None, analyse: bool = True) -> list[Finding]:
     """Findings for one file's bytes. Raises SourceError when the file cannot be read as
-    Python. ``analyse`` False only checks that it parses (the prefilter ruled out findings)."""
+    Python (with AA999 on, reports it instead). ``analyse`` False only checks that it parses
+    (the prefilter ruled out allocation findings)."""
     return _scan_source(path, data, settings, exports, analyse)[0]
 
 
 def _scan_source(path: str, data: bytes, settings: Settings, exports: Optional[Exports], analyse: bool) -> tuple[list[Finding], dict[str, str]]:
     """scan_source, and the other files the findings depend on (path -> content digest)."""
-    text = decode(data)
-    tree = parse(text, path)
-    if not analyse:
-        return [], {}
-    others = OtherModules(path, settings.analysis_options(), _read_module(settings.max_file_size))
-    facts = analyze(tree, settings.analysis_options(), package_parts(path), exports, others)
     codes = settings.enabled_codes()
+    try:
+        text = decode(data)
+        tree = parse(text, path)
+    except SourceError as exc:
+        if UNPARSABLE not in codes:
+            raise
+        return [Finding(path, exc.line, exc.col, exc.line, exc.col, UNPARSABLE, str(exc), confidence="high")], {}
+    reported = []
+    depends: dict[str, str] = {}
+    if analyse:
+        others = OtherModules(path, settings.analysis_options(), _read_module(settings.max_file_size))
+        facts = analyze(tree, settings.analysis_options(), package_parts(path), exports, others)
+        depends = others.dependencies()
+        lines = text.splitlines()
+        for rule in ALL_RULES:
+            if rule.CODE in codes:
+                reported += [_finding(path, lines, rule, report) for report in rule().check(facts)]
+    if not reported and UNUSED_SUPPRESSION not in codes:
+        return [], depends
+    suppressions = Suppressions.of(text, data)
     minimum = CONFIDENCE_ORDER[settings.min_confidence]
-    lines = text.splitlines()
     findings = []
-    for rule in ALL_RULES:
-        if rule.CODE not in codes:
-            continue
-        for report in rule().check(facts):
-            finding = _finding(path, lines, rule, report)
-            if CONFIDENCE_ORDER[finding.confidence] < minimum:
-                continue
-            if is_suppressed(lines, finding.line, finding.end_line, finding.code):
-                continue
+    used: set[tuple[Directive, str]] = set()
+    used_directives: set[Directive] = set()
+    for finding in reported:
+        # A comment is used by what the rules report, before the confidence filter: a
+        # `--min-confidence` run must not call the comments of low findings unused.
+        by = suppressions.suppressing(finding.code, finding.line, finding.end_line)
+        used.update((directive, finding.code) for directive in by)
+        used_directives.update(by)
+        if not by and CONFIDENCE_ORDER[finding.confidence] >= minimum:
             findings.append(finding)
+    if UNUSED_SUPPRESSION in codes:
+        judged = frozenset(code for directive in suppressions.directives for code in directive.codes or () if _OWN_CODE.fullmatch(code)) - {UNUSED_SUPPRESSION}
+        for directive, code in suppressions.unused(used, used_directives, judged):
+            # Only a comment that names AA001 silences it: a bare one would silence itself.
+            by = suppressions.suppressing(UNUSED_SUPPRESSION, directive.line, directive.line)
+            if not any(d.codes and UNUSED_SUPPRESSION in d.codes for d in by):
+                findings.append(_unused(path, directive, code, codes))
     findings.sort(key=lambda f: (f.line, f.col, f.code))
-    return findings, others.dependencies()
+    return findings, depends
+
+
+def _unused(path: str, directive: Directive, code: str, enabled: frozenset[str]) -> Finding:
+    where = "in this file" if directive.file_level else "on this line"
+    if not code:
+        why = f"no finding {where}"
+    elif code not in RULES_BY_CODE:
+        why = f"`{code}` is not an allocaudit rule"
+    elif code not in enabled:
+        why = f"`{code}` is not enabled"
+    else:
+        why = f"no {code} finding {where}"
+    what = f" of {code}" if code else ""
+    return Finding(
+        path, directive.line, directive.col, directive.line, directive.end_col, UNUSED_SUPPRESSION,
+        f"unused suppression{what} `{directive.text}`: {why}", confidence="high",
+    )
 
 
 # -- the cache ------------------------------------------------------------------------
@@ -204,15 +254,24 @@ class ResultCache:
     """Findings per file, keyed by path and content, one JSON file per settings digest.
 
     The folder carries a CACHEDIR.TAG (backup tools skip it) and a .gitignore; deleting it
-    is always safe."""
+    is always safe. It stays bounded: an entry not seen for MAX_AGE_DAYS is dropped (as in
+    ruff), a file keeps at most MAX_ENTRIES (the least recently seen go first), and the
+    folder keeps the MAX_FILES most recently written settings digests."""
+
+    MAX_AGE_DAYS = 30
+    MAX_ENTRIES = 200_000
+    MAX_FILES = 8
 
     def __init__(self, directory: Path, fingerprint: str) -> None:
         self.directory = directory
-        self.file = directory / f"scan-v{CACHE_VERSION}-{_analyzer_digest()}-{fingerprint}.json"
-        self.entries: dict[str, list[dict]] = {}
+        # The Python version is part of the name: `ast` differs between versions, and so
+        # may a file's findings or whether it parses at all.
+        self.prefix = f"scan-v{CACHE_VERSION}-py{sys.version_info[0]}{sys.version_info[1]}-"
+        self.file = directory / f"{self.prefix}{_analyzer_digest()}-{fingerprint}.json"
+        self.today = int(time.time() // 86400)
         self.dirty = False
         try:
-            self.entries = json.loads(self.file.read_text(encoding="utf-8"))
+            self.entries: dict[str, dict] = json.loads(self.file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             self.entries = {}
 
@@ -236,6 +295,9 @@ class ResultCache:
                         return None
             except OSError:
                 return None
+        if entry.get("seen") != self.today:  # stamped once a day, not rewritten on every hit
+            entry["seen"] = self.today
+            self.dirty = True
         findings = [Finding(**{**row, "notes": tuple(row.get("notes", ()))}) for row in entry.get("findings", ())]
         return findings, entry.get("error")
 
@@ -243,12 +305,17 @@ class ResultCache:
         entry: dict = {"error": error} if error is not None else {"findings": [f.to_dict() for f in findings]}
         if depends:
             entry["depends"] = dict(depends)
+        entry["seen"] = self.today
         self.entries[key] = entry
         self.dirty = True
 
     def save(self) -> None:
         if not self.dirty:
             return
+        fresh = {k: e for k, e in self.entries.items() if self.today - e.get("seen", 0) <= self.MAX_AGE_DAYS}
+        if len(fresh) > self.MAX_ENTRIES:
+            newest = sorted(fresh, key=lambda k: fresh[k].get("seen", 0), reverse=True)[: self.MAX_ENTRIES]
+            fresh = {k: fresh[k] for k in newest}
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             tag = self.directory / "CACHEDIR.TAG"
@@ -257,16 +324,24 @@ class ResultCache:
                 (self.directory / ".gitignore").write_text("*\n")
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".scan-", suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.entries, handle)
+                json.dump(fresh, handle)
             os.chmod(tmp, 0o644)
             os.replace(tmp, self.file)
-            prefix = self.file.name.rsplit("-", 1)[0]
-            for stale in self.directory.glob("scan-v*.json"):
-                # Written by another version of the analysis: it can never be hit again.
-                if not stale.name.startswith(prefix):
-                    stale.unlink(missing_ok=True)
+            self._evict()
         except OSError:
             pass  # a read-only cache folder only costs speed
+
+    def _evict(self) -> None:
+        version = self.file.name.rsplit("-", 1)[0]
+        others = []
+        for other in self.directory.glob("scan-v*.json"):
+            if other.name.startswith(self.prefix) and not other.name.startswith(version):
+                other.unlink(missing_ok=True)  # another version of the analysis: never hit again
+            elif other != self.file:
+                others.append(other)
+        others.sort(key=lambda f: f.stat().st_mtime, reverse=True)
+        for old in others[self.MAX_FILES - 1 :]:
+            old.unlink(missing_ok=True)
 
 
 # -- workers --------------------------------------------------------------------------
@@ -274,15 +349,25 @@ class ResultCache:
 _worker_state: dict = {}
 
 
-def _init_worker(settings: Settings, exports: Exports) -> None:
+def _init_worker(settings: list[Settings], exports: Exports) -> None:
     _worker_state["settings"] = settings
     _worker_state["exports"] = exports
 
 
-def _scan_one(job: tuple[str, bytes, bool]) -> tuple[str, list[Finding], Optional[str], dict[str, str]]:
-    path, data, analyse = job
+def _init_pool_worker(settings: list[Settings], exports: Exports) -> None:
+    # Ctrl-C reaches every process of the terminal's group: the parent stops the pool,
+    # and the workers are not to print a traceback each.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(settings, exports)
+
+
+Job = tuple[str, bytes, bool, int]  # path, bytes, whether to analyse, index of its settings
+
+
+def _scan_one(job: Job) -> tuple[str, list[Finding], Optional[str], dict[str, str]]:
+    path, data, analyse, index = job
     try:
-        findings, depends = _scan_source(path, data, _worker_state["settings"], _worker_state["exports"], analyse)
+        findings, depends = _scan_source(path, data, _worker_state["settings"][index], _worker_state["exports"], analyse)
         return path, findings, None, depends
     except SourceError as exc:
         return path, [], str(exc), {}
@@ -290,7 +375,7 @@ def _scan_one(job: tuple[str, bytes, bool]) -> tuple[str, list[Finding], Optiona
         return path, [], f"internal error while analysing: {type(exc).__name__}: {exc}", {}
 
 
-def _run_jobs(jobs: list[tuple[str, bytes, bool]], settings: Settings, exports: Exports, processes: int, progress: Optional[Callable[[], None]]):
+def _run_jobs(jobs: list[Job], settings: list[Settings], exports: Exports, processes: int, progress: Optional[Callable[[], None]]):
     if processes <= 1 or len(jobs) < 16:
         _init_worker(settings, exports)
         for job in jobs:
@@ -302,7 +387,7 @@ def _run_jobs(jobs: list[tuple[str, bytes, bool]], settings: Settings, exports: 
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     # Largest files first, so that no worker is left with a big one at the end.
     jobs = sorted(jobs, key=lambda job: -len(job[1]))
-    with context.Pool(processes, initializer=_init_worker, initargs=(settings, exports)) as pool:
+    with context.Pool(processes, initializer=_init_pool_worker, initargs=(settings, exports)) as pool:
         for result in pool.imap_unordered(_scan_one, jobs, chunksize=max(1, len(jobs) // (processes * 16))):
             yield result
             if progress:
@@ -311,81 +396,93 @@ def _run_jobs(jobs: list[tuple[str, bytes, bool]], settings: Settings, exports: 
 
 def scan(
     paths: Iterable[str],
-    settings: Settings,
+    settings: "Settings | Resolver",
     cache_dir: Optional[Path] = None,
     jobs: Optional[int] = None,
     show_progress: bool = False,
 ) -> ScanResult:
-    """Scan files and folders. ``cache_dir`` None disables the cache."""
-    files, discovery_errors = discover(paths, settings)
-    result = ScanResult(errors=list(discovery_errors), files_scanned=len(files))
+    """Scan files and folders, each file with its own settings (a Resolver) or all with
+    ``settings``. ``cache_dir`` None disables the cache."""
+    found = discover(paths, settings)
+    result = scan_files(found.files, cache_dir, jobs, show_progress)
+    result.errors = sorted(found.errors + result.errors, key=lambda e: e.path)
+    result.files_skipped = found.skipped
+    return result
 
-    sources: dict[str, bytes] = {}
-    for path in files:
+
+def scan_files(
+    files: list[tuple[str, Settings]],
+    cache_dir: Optional[Path] = None,
+    jobs: Optional[int] = None,
+    show_progress: bool = False,
+) -> ScanResult:
+    """Scan these files, each with its settings."""
+    result = ScanResult(files_scanned=len(files))
+    variants: dict[Settings, int] = {}
+    sources: dict[str, tuple[bytes, int]] = {}
+    for path, settings in files:
+        index = variants.setdefault(settings, len(variants))
         try:
-            sources[path] = read_bytes(path, settings.max_file_size)
+            sources[path] = read_bytes(path, settings.max_file_size), index
         except SourceError as exc:
             result.errors.append(FileError(path, str(exc)))
-    exports = collect_exports(sources)
+    by_index = list(variants)
+    exports = collect_exports({path: data for path, (data, _) in sources.items()})
     exports_digest = hashlib.blake2b(repr(sorted((k, sorted(v.items())) for k, v in exports.items())).encode(), digest_size=8).hexdigest()
 
     alias_names = sorted({name for aliases in exports.values() for name in aliases})
     alias_filter = re.compile(rb"\b(?:" + b"|".join(re.escape(n.encode()) for n in alias_names) + rb")\b") if alias_names else None
-    cache = ResultCache(cache_dir, settings.fingerprint()) if cache_dir is not None else None
-    todo: list[tuple[str, bytes, bool]] = []
-    keys: dict[str, str] = {}
-    for path, data in sources.items():
+    caches: dict[str, ResultCache] = {}
+    todo: list[Job] = []
+    keys: dict[str, tuple[ResultCache, str]] = {}
+    for path, (data, index) in sources.items():
         # Every file is parsed (a file that does not parse is an error row); only the
         # files that pass the prefilter are analysed.
         analyse = may_allocate(data) or bool(alias_filter and alias_filter.search(data))
         result.files_analysed += analyse
-        if cache is not None:
-            keys[path] = ResultCache.key(path, data, exports_digest)
-            cached = cache.get(keys[path])
+        if cache_dir is not None:
+            fingerprint = by_index[index].fingerprint()
+            cache = caches.get(fingerprint) or caches.setdefault(fingerprint, ResultCache(cache_dir, fingerprint))
+            keys[path] = cache, ResultCache.key(path, data, exports_digest)
+            cached = cache.get(keys[path][1])
             if cached is not None:
                 result.cache_hits += 1
                 findings, error = cached
-                result.findings.extend(findings)
+                result.findings.extend(_kept(findings, path, by_index[index]))
                 if error is not None:
                     result.errors.append(FileError(path, error))
                 continue
-        todo.append((path, data, analyse))
+        todo.append((path, data, analyse, index))
 
     processes = jobs or os.cpu_count() or 1
-    bar = _progress_bar(len(todo)) if show_progress and len(todo) >= 200 else None
+    bar = ProgressBar("scanning", len(todo)) if show_progress and len(todo) >= 200 else None
     try:
-        for path, findings, error, depends in _run_jobs(todo, settings, exports, processes, bar.advance if bar else None):
+        for path, findings, error, depends in _run_jobs(todo, by_index, exports, processes, bar.advance if bar else None):
             if error is not None:
                 result.errors.append(FileError(path, error))
-            result.findings.extend(findings)
-            if cache is not None:
-                cache.put(keys[path], findings, error, depends)
+            result.findings.extend(_kept(findings, path, by_index[sources[path][1]]))
+            if path in keys:
+                cache, key = keys[path]
+                cache.put(key, findings, error, depends)
     finally:
         if bar:
             bar.close()
-    if cache is not None:
+    for cache in caches.values():
         cache.save()
     result.findings.sort(key=lambda f: (f.path, f.line, f.col, f.code))
     result.errors.sort(key=lambda e: e.path)
     return result
 
 
-class _progress_bar:
-    """A rich progress bar on stderr for long scans (only when stderr is a terminal)."""
-
-    def __init__(self, total: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-        from rich.console import Console
-
-        self.progress = Progress(
-            TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=Console(file=sys.stderr), transient=True,
-        )
-        self.task = self.progress.add_task("scan", total=total)
-        self.progress.start()
-
-    def advance(self) -> None:
-        self.progress.advance(self.task)
-
-    def close(self) -> None:
-        self.progress.stop()
+def _kept(findings: list[Finding], path: str, settings: Settings) -> list[Finding]:
+    """``findings`` less the codes that per-file-ignores turn off for ``path``. Applied after
+    the cache, which holds what the analysis reported, so that editing the table needs no
+    new analysis."""
+    if not settings.per_file_ignores or not findings:
+        return findings
+    relative = Path(os.path.relpath(os.path.abspath(path), settings.root or ".")).as_posix()
+    ignored: set[str] = set()
+    for glob, codes in settings.per_file_ignores:
+        if GlobSet((glob,)).matches(relative):
+            ignored |= ignored_codes(codes)
+    return [f for f in findings if f.code not in ignored]

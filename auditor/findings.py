@@ -50,6 +50,7 @@ class ScanResult:
     errors: list[FileError] = field(default_factory=list)
     files_scanned: int = 0
     files_analysed: int = 0  # files that passed the text prefilter (the others are only parsed)
+    files_skipped: int = 0  # Python files outside the include globs (`--all` scans them)
     cache_hits: int = 0
 
     @property

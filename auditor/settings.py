@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, ClassVar, Iterable, Optional
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -18,17 +19,31 @@ from allocaudit.auditor.analysis.devices import CONFIDENCE_ORDER
 from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE
 from allocaudit.auditor.analysis.functions import AnalysisOptions
 
-# Mixture-of-Experts code lives in paths like these in every engine we know.
+# Mixture-of-Experts code lives in paths like these in every engine we know; include globs
+# ignore case, so they also match `MoE/` and `SparseMoE.py`.
 DEFAULT_INCLUDE = ("*moe*", "*expert*")
 DEFAULT_EXCLUDE = (
     ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".nox", ".eggs", "__pycache__",
     "build", "dist", "node_modules", "site-packages", ".mypy_cache", ".ruff_cache",
     ".allocaudit_cache",
 )
-# Functions that run once, not per call.
+# Functions that run once, not per call: exact names, as vLLM, SGLang, transformers, DeepSpeed
+# and Megatron-LM spell their set-up. Prefix globs caught per-step code there: `load_*` hid
+# transformers' `load_balancing_loss_func` (every training step), `init_*` SGLang's
+# `init_forward_metadata` (every forward). The warm-up and test globs caught no per-step code.
 DEFAULT_NOT_PER_CALL = (
-    "__init__", "__new__", "__post_init__", "__setstate__", "create_weights", "load_*",
-    "_load_*", "process_weights_after_loading", "reset_parameters", "init_*", "_init_*",
+    # object life cycle, parameter initialisation
+    "__init__", "__new__", "__post_init__", "__setstate__", "post_init", "reset_parameters",
+    "_reset_parameters", "init_weights", "_init_weights", "init_weight", "initialize_weights",
+    "_initialize_weights", "tie_weights",
+    # weight creation and loading
+    "create_weights", "process_weights_after_loading", "weight_loader", "load_weights",
+    "_load_weights", "load_weight", "_load_weight", "load_fused_expert_weights", "load_model",
+    "_load_model", "load_state_dict", "_load_from_state_dict", "load_checkpoint", "_load_checkpoint",
+    # CUDA graph and device set-up
+    "init_cuda_graph_state", "init_cuda_graphs", "capture_model", "init_device",
+    "init_process_group", "init_kv_buffer",
+    # warm-up runs and tests
     "warmup*", "_warmup*", "*_warmup", "test_*",
 )
 # Functions whose job is to build scratch buffers for their caller.
@@ -53,7 +68,16 @@ class Settings:
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
     respect_gitignore: bool = True
     all_files: bool = False  # --all: ignore `include`
-    root: Optional[str] = None  # the config file's folder; None: each folder given to scan
+    force_exclude: bool = False  # files named on the command line pass include/exclude too
+    per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (glob, codes) pairs
+    root: Optional[str] = None  # the folder globs are relative to: the config's, or the project root
+    config_file: Optional[str] = None  # the pyproject.toml these settings come from
+
+    # Which files are scanned and which findings are kept afterwards: none of it changes
+    # what the analysis of one file reports, so none of it is in the cache's fingerprint.
+    SCOPE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "include", "exclude", "respect_gitignore", "all_files", "force_exclude", "per_file_ignores", "root", "config_file",
+    )
 
     def enabled_codes(self) -> frozenset[str]:
         codes = {r.CODE for r in ALL_RULES if r.DEFAULT} if not self.select else set()
@@ -69,7 +93,7 @@ class Settings:
     def fingerprint(self) -> str:
         """Digest of everything that changes what a file's scan reports."""
         relevant = asdict(self)
-        for key in ("include", "exclude", "respect_gitignore", "all_files", "root"):
+        for key in self.SCOPE_FIELDS:
             relevant.pop(key)
         relevant["codes"] = sorted(self.enabled_codes())
         return hashlib.blake2b(json.dumps(relevant, sort_keys=True).encode(), digest_size=12).hexdigest()
@@ -88,7 +112,7 @@ def _expand(pattern: str, option: str) -> set[str]:
 
 
 # pyproject key -> (Settings field, whether it extends the default instead of replacing it)
-_KEYS = {
+KEYS = {
     "include": ("include", False),
     "exclude": ("exclude", False),
     "extend-exclude": ("exclude", True),
@@ -102,22 +126,31 @@ _KEYS = {
     "min-confidence": ("min_confidence", False),
     "max-file-size": ("max_file_size", False),
     "respect-gitignore": ("respect_gitignore", False),
+    "force-exclude": ("force_exclude", False),
+    "per-file-ignores": ("per_file_ignores", False),
 }
 
 
-def find_config(start: Path) -> Optional[Path]:
-    """The nearest pyproject.toml at or above ``start`` that has a [tool.allocaudit] table."""
-    start = start.resolve()
-    for folder in (start, *start.parents) if start.is_dir() else start.parents:
-        candidate = folder / "pyproject.toml"
-        if candidate.is_file():
-            try:
-                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"{candidate}: cannot read: {exc}") from exc
-            if "allocaudit" in data.get("tool", {}):
-                return candidate
-    return None
+def config_in(folder: Path) -> Optional[Path]:
+    """``folder``/pyproject.toml if it has a [tool.allocaudit] table. A file that does not
+    mention allocaudit is not parsed: a broken pyproject.toml of some other tool is not ours."""
+    candidate = folder / "pyproject.toml"
+    try:
+        text = candidate.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        if not candidate.is_file():
+            return None
+        raise ConfigError(f"{candidate}: cannot read: {exc}") from exc
+    if "allocaudit" not in text:
+        return None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{candidate}: cannot read: {exc}") from exc
+    tool = data.get("tool", {})
+    return candidate if isinstance(tool, dict) and "allocaudit" in tool else None
 
 
 def load(config: Optional[Path], base: Settings = Settings()) -> Settings:
@@ -128,20 +161,28 @@ def load(config: Optional[Path], base: Settings = Settings()) -> Settings:
         table = tomllib.loads(config.read_text(encoding="utf-8")).get("tool", {}).get("allocaudit", {})
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{config}: cannot read: {exc}") from exc
-    values: dict[str, Any] = {"root": str(config.parent)}
-    for key, value in table.items():
-        if key not in _KEYS:
-            raise ConfigError(f"{config}: unknown key `{key}` in [tool.allocaudit] (known: {', '.join(_KEYS)})")
-        field_name, extend = _KEYS[key]
+    values: dict[str, Any] = {"root": os.path.abspath(config.parent), "config_file": str(config)}
+    for key in table:
+        if key not in KEYS:
+            raise ConfigError(f"{config}: unknown key `{key}` in [tool.allocaudit] (known: {', '.join(KEYS)})")
+    # `exclude` replaces the defaults and `extend-exclude` adds to them, whichever comes first
+    # in the file: replacing keys are read before extending ones.
+    for key, value in sorted(table.items(), key=lambda item: KEYS[item[0]][1]):
+        field_name, extend = KEYS[key]
         values[field_name] = _check(config, key, field_name, value, extend, values.get(field_name, getattr(base, field_name)))
     settings = replace(base, **values)
-    settings.enabled_codes()  # unknown codes fail here, naming the option
+    try:
+        settings.enabled_codes()  # unknown codes fail here, naming the option
+    except ConfigError as exc:
+        raise ConfigError(f"{config}: {exc}") from None
     return settings
 
 
 def _check(config: Path, key: str, field_name: str, value: Any, extend: bool, current: Any) -> Any:
-    kind = {f.name: f.type for f in fields(Settings)}[field_name]
     where = f"{config}: [tool.allocaudit] {key}"
+    if field_name == "per_file_ignores":
+        return _per_file_ignores(where, value)
+    kind = {f.name: f.type for f in fields(Settings)}[field_name]
     if "tuple" in str(kind):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings, not {value!r}")
@@ -157,6 +198,28 @@ def _check(config: Path, key: str, field_name: str, value: Any, extend: bool, cu
     if not isinstance(value, bool):
         raise ConfigError(f"{where} must be true or false, not {value!r}")
     return value
+
+
+def _per_file_ignores(where: str, value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`{"tests/*" = ["AA101"], ...}` -> (("tests/*", ("AA101",)), ...), every code checked."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table of glob = [codes], not {value!r}")
+    pairs = []
+    for glob, codes in value.items():
+        if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+            raise ConfigError(f"{where} `{glob}` must be a list of rule codes, not {codes!r}")
+        for code in codes:
+            _expand(code, f"{where} `{glob}`")
+        pairs.append((glob, tuple(codes)))
+    return tuple(pairs)
+
+
+def ignored_codes(patterns: Iterable[str]) -> frozenset[str]:
+    """The codes that a list of codes and prefixes (`AA1`, `ALL`) names."""
+    codes: set[str] = set()
+    for pattern in patterns:
+        codes |= _expand(pattern, "per-file-ignores")
+    return frozenset(codes)
 
 
 def split_codes(values: Iterable[str]) -> tuple[str, ...]:

@@ -6,12 +6,19 @@ import ast
 import errno
 import io
 import os
+import sys
 import tokenize
 import warnings
 
 
 class SourceError(Exception):
-    """Why a file cannot be scanned (the message is the reason shown to the user)."""
+    """Why a file cannot be scanned (the message is the reason shown to the user), and where
+    in the file the reader stopped when it knows (1-based line and column)."""
+
+    def __init__(self, reason: str, line: int = 1, col: int = 1) -> None:
+        super().__init__(reason)
+        self.line = line
+        self.col = col
 
 
 def read_bytes(path: str, max_size: int) -> bytes:
@@ -61,6 +68,24 @@ def parse(text: str, path: str) -> ast.Module:
             return ast.parse(text, filename=path)
     except SyntaxError as exc:
         where = f"line {exc.lineno}" + (f", column {exc.offset}" if exc.offset else "")
-        raise SourceError(f"syntax error at {where}: {exc.msg}") from None
+        reason = f"syntax error at {where}: {exc.msg}"
+        if _parses_as_newer_python(text):
+            running = ".".join(map(str, sys.version_info[:2]))
+            reason += f" (the file may be written for a Python newer than {running}, which runs allocaudit: run allocaudit under that Python)"
+        raise SourceError(reason, exc.lineno or 1, exc.offset or 1) from None
     except (ValueError, RecursionError, MemoryError) as exc:
         raise SourceError(f"cannot parse: {type(exc).__name__}: {exc}") from None
+
+
+def _parses_as_newer_python(text: str) -> bool:
+    """Whether libcst's parser, which follows the newest grammar whatever Python runs it,
+    accepts what this interpreter's parser refused: then the file is newer Python (PEP 695
+    `type X = ...` on 3.11, `except A, B:` before 3.14), not broken Python. Only asked after
+    a syntax error, so its cost is paid on broken files alone."""
+    import libcst
+
+    try:
+        libcst.parse_module(text)
+    except Exception:  # any refusal: the file is not valid in the newest grammar either
+        return False
+    return True

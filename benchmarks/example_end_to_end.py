@@ -1,6 +1,6 @@
 """The end-to-end story on the bundled example, on a GPU: profile before `fix`, after `fix`, with CUDA graphs.
 
-    python benchmarks/example_end_to_end.py [--tokens 256,128,64,32,16,8,4,1] [--json OUT]
+    python benchmarks/example_end_to_end.py [--tokens 256,128,64,32,16,8,4,1] [--json OUT] [--pictures DIR]
 
 Copies `examples/moe_layer.py` into a temporary folder twice, runs `allocaudit fix` on one copy
 (the "after" variant; needs libcst), and measures each variant in a fresh process:
@@ -18,6 +18,12 @@ Copies `examples/moe_layer.py` into a temporary folder twice, runs `allocaudit f
   held before it.
 
 Every replay is checked against the same step run eagerly.
+
+With ``--pictures DIR`` the whole flow of each variant also runs under one more tracer, whose
+profile is written to ``DIR/before.json`` and ``DIR/after.json`` with its memory picture
+(``before.png``, ``after.png``: the eager steps, then the captures, shaded); then the two are
+compared as `allocaudit compare` does: ``DIR/compare.png`` and the table ``DIR/compare.md``.
+The tracer holds no tensor, so the measures above do not change with it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "moe_layer.py"
@@ -41,8 +48,9 @@ def prepare(workdir: Path) -> dict[str, Path]:
     """The two variants of the example: as written, and as `allocaudit fix` rewrites it."""
     variants = {}
     for name in ("before", "after"):
-        folder = workdir / name
-        folder.mkdir()
+        # <variant>/examples/moe_layer.py: the pictures label sites by the last two path parts.
+        folder = workdir / name / "examples"
+        folder.mkdir(parents=True)
         shutil.copy(EXAMPLE, folder / "moe_layer.py")
         variants[name] = folder / "moe_layer.py"
     fixed = subprocess.run(
@@ -55,8 +63,30 @@ def prepare(workdir: Path) -> dict[str, Path]:
     return variants
 
 
-def measure(path: Path, tokens: list[int]) -> dict:
-    """One variant, in this (fresh) process."""
+def measure(path: Path, tokens: list[int], profile_out: Optional[Path] = None) -> dict:
+    """One variant, in this (fresh) process; with ``profile_out``, the whole flow's profile
+    and its memory picture (the same path, ``.png``) are written there too."""
+    if profile_out is None:
+        return _measure(path, tokens)
+    from allocaudit.auditor.profiling import profile as profiles
+    from allocaudit.auditor.profiling.plots import plot_memory
+    from allocaudit.auditor.profiling.timeline import memory_series
+    from allocaudit.auditor.profiling.tracer import profile_allocations
+
+    variant = path.parent.parent.name
+    with profile_allocations(device="cuda") as recorder:
+        result = _measure(path, tokens)
+    profile = recorder.profile(command=("python", f"benchmarks/{Path(__file__).name}", "--measure", variant))
+    profiles.write(profile, str(profile_out))
+    title = f"The example {variant} fix, eager steps then {len(tokens)} CUDA graph captures: live CUDA memory by site"
+    try:
+        plot_memory(memory_series(profile), str(profile_out.with_suffix(".png")), title=title)
+    except Exception as exc:  # the measures and the profile stand without the picture (`allocaudit plot` redraws it)
+        print(f"no picture of {variant}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return result
+
+
+def _measure(path: Path, tokens: list[int]) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -165,27 +195,52 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", default="256,128,64,32,16,8,4,1")
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--pictures", metavar="DIR", help="also write each variant's profile and picture, and their comparison, here")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: measure one variant
+    parser.add_argument("--profile-out", help=argparse.SUPPRESS)  # internal: ... and profile it
     args = parser.parse_args()
     tokens = [int(t) for t in args.tokens.split(",")]
     if args.measure:
-        print(json.dumps(measure(Path(args.measure), tokens)))
+        profile_out = Path(args.profile_out) if args.profile_out else None
+        print(json.dumps(measure(Path(args.measure), tokens, profile_out)))
         return
+    pictures = Path(args.pictures) if args.pictures else None
+    if pictures is not None:
+        pictures.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as workdir:
         variants = prepare(Path(workdir))
         results = {}
         for name, path in variants.items():
+            extra = ["--profile-out", str(pictures / f"{name}.json")] if pictures is not None else []
             proc = subprocess.run(
-                [sys.executable, __file__, "--measure", str(path), "--tokens", args.tokens],
+                [sys.executable, __file__, "--measure", str(path), "--tokens", args.tokens, *extra],
                 capture_output=True, text=True,
             )
             if proc.returncode != 0:
                 raise SystemExit(f"measuring {name} failed:\n{proc.stdout}{proc.stderr}")
+            sys.stderr.writelines(line for line in proc.stderr.splitlines(True) if line.startswith("no picture"))
             results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"device: {results['before']['device']}, torch {results['before']['torch']}, example sizes {SIZES}, tokens {tokens}")
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    if pictures is not None:
+        try:
+            compare_pictures(pictures)
+        except Exception as exc:  # the table above stands; `allocaudit compare` redraws it
+            print(f"no comparison picture: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def compare_pictures(folder: Path) -> None:
+    """`allocaudit compare before.json after.json --plot compare.png --format markdown`, in folder."""
+    from allocaudit.auditor.profiling import compare
+    from allocaudit.auditor.profiling.plots import plot_compare
+    from allocaudit.auditor.profiling.profile import load
+
+    result = compare.compare(load(str(folder / "before.json")), load(str(folder / "after.json")), "before fix", "after fix")
+    (folder / "compare.md").write_text(compare.render_markdown(result))
+    plot_compare(compare.chart(result), str(folder / "compare.png"), *compare.timeline_pair(result))
+    print(f"profiles, pictures and compare.md written to {folder}")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ from typing import Iterable, Literal, Optional
 import libcst as cst
 
 from allocaudit.auditor.discovery import discover
-from allocaudit.auditor.engine import scan
+from allocaudit.auditor.engine import scan_files
 from allocaudit.auditor.findings import FileError
+from allocaudit.auditor.progress import ProgressBar
+from allocaudit.auditor.project import Resolver
 from allocaudit.auditor.rules import FIXABLE_CODES
 from allocaudit.auditor.settings import Settings
 from allocaudit.rewrites.files import SourceError, SourceFile, WriteError, read_source, write_atomic
@@ -30,6 +32,8 @@ Mode = Literal["write", "diff", "check"]
 WRITE: Mode = "write"
 DIFF: Mode = "diff"
 CHECK: Mode = "check"
+# Files to rewrite before a progress bar is worth showing: libcst rewrites a few per second.
+PROGRESS_FROM = 20
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,13 @@ class RunResult:
     errors: list[FileError] = field(default_factory=list)
     files_changed: list[str] = field(default_factory=list)
     diffs: list[str] = field(default_factory=list)
+    files_seen: int = 0
+    files_skipped: int = 0  # Python files outside the include globs
+    interrupted: bool = False  # Ctrl-C: what is listed was done, the rest was not
 
     def exit_code(self, mode: Mode) -> int:
+        if self.interrupted:
+            return 130  # the shell's code for SIGINT, as for any interrupted command
         if self.errors:
             return 2
         return 1 if mode != WRITE and self.changed else 0
@@ -56,68 +65,101 @@ class RunResult:
 
 def fix_settings(settings: Settings) -> Settings:
     """The scan `fix` runs: the rules that offer a fix, whatever the user selects;
-    suppression comments still hold."""
+    suppression comments and per-file-ignores still hold."""
     return replace(settings, select=FIXABLE_CODES, ignore=())
 
 
-def run_fix(paths: Iterable[str], settings: Settings, mode: Mode = WRITE, cache_dir: Optional[Path] = None, jobs: Optional[int] = None) -> RunResult:
-    files, errors = discover(list(paths), settings)
-    result = RunResult(errors=list(errors))
-    before = {path: _stamp(path) for path in files}
-    scanned = scan(files, fix_settings(settings), cache_dir=cache_dir, jobs=jobs)
-    result.errors.extend(scanned.errors)
-    by_path = defaultdict(list)
-    for finding in scanned.findings:
-        by_path[finding.path].append(finding)
-    for path, findings in sorted(by_path.items()):
-        try:
-            source = read_source(path, settings.max_file_size)
-        except SourceError as exc:
-            result.errors.append(FileError(path, str(exc)))
-            continue
-        if _stamp(path) != before.get(path):
-            result.errors.append(FileError(path, "file changed during the run: not rewritten"))
-            continue
-        try:
-            fixed = fix_source(path, source.text, findings)
-        except cst.ParserSyntaxError as exc:
-            result.errors.append(FileError(path, f"libcst cannot parse it: {exc.message} at line {exc.raw_line}"))
-            continue
-        except Exception as exc:  # a bug of ours must not stop the other files
-            result.errors.append(FileError(path, f"internal error while rewriting: {type(exc).__name__}: {exc}"))
-            continue
-        result.skipped += [SiteRow(path, s.finding.line, s.finding.col, s.reason) for s in fixed.skips]
-        rows = [SiteRow(path, r.finding.line, r.finding.col, f"`{r.finding.api}` -> {r.function}(cache_name={r.cache_name!r})") for r in fixed.rewrites]
-        rows += [SiteRow(path, f.line, f.col, f"`{f.api}` deleted: never read") for f in fixed.deletions]
-        if fixed.text is not None and _finish(source, fixed.text, mode, result):
-            result.changed += rows
+def run_fix(
+    paths: Iterable[str],
+    settings: "Settings | Resolver",
+    mode: Mode = WRITE,
+    cache_dir: Optional[Path] = None,
+    jobs: Optional[int] = None,
+    show_progress: bool = False,
+) -> RunResult:
+    """Fix the files under ``paths``. A progress bar shows on stderr with ``show_progress``;
+    Ctrl-C stops between two files and returns what was done, marked ``interrupted``."""
+    found = discover(list(paths), settings)
+    result = RunResult(errors=list(found.errors), files_seen=len(found.files), files_skipped=found.skipped)
+    before = {path: _stamp(path) for path, _ in found.files}
+    variants: dict[Settings, Settings] = {}
+    files = [(path, variants.get(s) or variants.setdefault(s, fix_settings(s))) for path, s in found.files]
+    bar = None
+    try:
+        scanned = scan_files(files, cache_dir=cache_dir, jobs=jobs, show_progress=show_progress)
+        result.errors.extend(scanned.errors)
+        by_path = defaultdict(list)
+        for finding in scanned.findings:
+            by_path[finding.path].append(finding)
+        max_size = {path: s.max_file_size for path, s in files}
+        bar = ProgressBar("fixing", len(by_path)) if show_progress and len(by_path) >= PROGRESS_FROM else None
+        for path, findings in sorted(by_path.items()):
+            _fix_file(path, findings, max_size[path], before.get(path), mode, result)
+            if bar:
+                bar.advance()
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        if bar:
+            bar.close()
     return result
 
 
-def run_unfix(paths: Iterable[str], settings: Settings, mode: Mode = WRITE) -> RunResult:
-    files, errors = discover(list(paths), settings)
-    result = RunResult(errors=list(errors))
-    for path in files:
-        try:
-            source = read_source(path, settings.max_file_size)
-        except SourceError as exc:
-            result.errors.append(FileError(path, str(exc)))
-            continue
-        if b"get_empty" not in source.data:
-            continue
-        try:
-            restored = unfix_source(source.text)
-        except cst.ParserSyntaxError as exc:
-            result.errors.append(FileError(path, f"syntax error at line {exc.raw_line}: {exc.message}"))
-            continue
-        except Exception as exc:
-            result.errors.append(FileError(path, f"internal error while rewriting: {type(exc).__name__}: {exc}"))
-            continue
-        result.skipped += [SiteRow(path, s.line, s.col, s.detail) for s in restored.skips]
-        rows = [SiteRow(path, s.line, s.col, f"get_empty -> `{s.detail}`") for s in restored.restored]
-        if restored.text is not None and _finish(source, restored.text, mode, result):
-            result.changed += rows
+def _fix_file(path: str, findings: list, max_size: int, stamp, mode: Mode, result: RunResult) -> None:
+    try:
+        source = read_source(path, max_size)
+    except SourceError as exc:
+        result.errors.append(FileError(path, str(exc)))
+        return
+    if _stamp(path) != stamp:
+        result.errors.append(FileError(path, "file changed during the run: not rewritten"))
+        return
+    try:
+        fixed = fix_source(path, source.text, findings)
+    except cst.ParserSyntaxError as exc:
+        result.errors.append(FileError(path, f"libcst cannot parse it: {exc.message} at line {exc.raw_line}"))
+        return
+    except Exception as exc:  # a bug of ours must not stop the other files
+        result.errors.append(FileError(path, f"internal error while rewriting: {type(exc).__name__}: {exc}"))
+        return
+    result.skipped += [SiteRow(path, s.finding.line, s.finding.col, s.reason) for s in fixed.skips]
+    rows = [SiteRow(path, r.finding.line, r.finding.col, f"`{r.finding.api}` -> {r.function}(cache_name={r.cache_name!r})") for r in fixed.rewrites]
+    rows += [SiteRow(path, f.line, f.col, f"`{f.api}` deleted: never read") for f in fixed.deletions]
+    if fixed.text is not None and _finish(source, fixed.text, mode, result):
+        result.changed += rows
+
+
+def run_unfix(paths: Iterable[str], settings: "Settings | Resolver", mode: Mode = WRITE) -> RunResult:
+    found = discover(list(paths), settings)
+    result = RunResult(errors=list(found.errors), files_seen=len(found.files), files_skipped=found.skipped)
+    try:
+        for path, file_settings in found.files:
+            _unfix_file(path, file_settings.max_file_size, mode, result)
+    except KeyboardInterrupt:
+        result.interrupted = True
     return result
+
+
+def _unfix_file(path: str, max_size: int, mode: Mode, result: RunResult) -> None:
+    try:
+        source = read_source(path, max_size)
+    except SourceError as exc:
+        result.errors.append(FileError(path, str(exc)))
+        return
+    if b"get_empty" not in source.data:
+        return
+    try:
+        restored = unfix_source(source.text)
+    except cst.ParserSyntaxError as exc:
+        result.errors.append(FileError(path, f"syntax error at line {exc.raw_line}: {exc.message}"))
+        return
+    except Exception as exc:
+        result.errors.append(FileError(path, f"internal error while rewriting: {type(exc).__name__}: {exc}"))
+        return
+    result.skipped += [SiteRow(path, s.line, s.col, s.detail) for s in restored.skips]
+    rows = [SiteRow(path, s.line, s.col, f"get_empty -> `{s.detail}`") for s in restored.restored]
+    if restored.text is not None and _finish(source, restored.text, mode, result):
+        result.changed += rows
 
 
 def _finish(source: SourceFile, text: str, mode: Mode, result: RunResult) -> bool:

@@ -28,6 +28,7 @@ import operator
 import os
 import sys
 import threading
+import types
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -106,9 +107,17 @@ class CacheEvent(NamedTuple):
     capturing: bool
 
 
-# A tuple, replaced as a whole: the hit path reads it without a lock, and an empty tuple is the
-# single falsy check that makes observation free when nobody observes.
-_observers: Tuple[Callable[[CacheEvent], None], ...] = ()
+# Every copy of this module in a process (allocaudit's own, and copies vendored into other
+# packages by `allocaudit vendor-runtime`) shares one list of observers, kept in a registry
+# module, so that one profiler sees them all. `observers` is a tuple, replaced as a whole: the
+# hit path reads it without a lock, and an empty tuple makes observation free when nobody looks.
+_registry = sys.modules.get("_allocaudit_runtime_registry")
+if _registry is None:
+    _registry = sys.modules["_allocaudit_runtime_registry"] = types.ModuleType("_allocaudit_runtime_registry")
+    _registry.observers = ()
+# Marks this module's frames as the runtime's, wherever it lives: the profiler charges what it
+# allocates to the caller's line.
+__allocaudit_runtime__ = RUNTIME_VERSION
 
 
 def add_observer(fn: Callable[[CacheEvent], None]) -> None:
@@ -117,15 +126,13 @@ def add_observer(fn: Callable[[CacheEvent], None]) -> None:
     ``fn`` runs outside the cache's lock, so it may itself call `get_empty`. Exceptions it raises
     propagate to the caller of `get_empty`. Adding the same function twice has no effect.
     """
-    global _observers
-    if fn not in _observers:
-        _observers = _observers + (fn,)
+    if fn not in _registry.observers:
+        _registry.observers = _registry.observers + (fn,)
 
 
 def remove_observer(fn: Callable[[CacheEvent], None]) -> None:
     """Stop calling ``fn``; a function that was not added is ignored."""
-    global _observers
-    _observers = tuple(f for f in _observers if f != fn)
+    _registry.observers = tuple(f for f in _registry.observers if f != fn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -596,12 +603,12 @@ class WorkspaceCache:
                     out.zero_()  # under capture this kernel is captured too: replays re-zero
                     st.zeroed_bytes += nbytes
                 kind = "hit"
-                event = self._event(cache_name, dev, kind, nbytes) if _observers else None
+                event = self._event(cache_name, dev, kind, nbytes) if _registry.observers else None
             else:
                 out, kind = self._acquire(key, st, layout, nbytes, dtype, stream, zero)
-                event = self._event(cache_name, dev, kind, nbytes) if _observers else None
+                event = self._event(cache_name, dev, kind, nbytes) if _registry.observers else None
         if event is not None:
-            for fn in _observers:
+            for fn in _registry.observers:
                 fn(event)
         return out
 
@@ -614,9 +621,9 @@ class WorkspaceCache:
                 _check_name(cache_name)
                 st = self._names[(cache_name, dev)] = _Name(cache_name, dev.device)
             st.hits += 1
-            event = self._event(cache_name, dev, "hit", 0) if _observers else None
+            event = self._event(cache_name, dev, "hit", 0) if _registry.observers else None
         if event is not None:
-            for fn in _observers:
+            for fn in _registry.observers:
                 fn(event)
         return torch.empty_strided(layout[1], layout[2], dtype=dtype, device=dev.device)
 

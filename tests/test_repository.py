@@ -1,9 +1,12 @@
 """Promises the repository makes about itself: the README's commands, CI, the layout."""
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +36,7 @@ def test_every_package_folder_is_declared_for_setuptools():
     assert on_disk <= declared, f"missing from [tool.setuptools] packages: {on_disk - declared}"
 
 
-def test_auditor_and_rewrites_do_not_import_torch():
+def test_auditor_and_rewrites_do_not_import_torch_or_matplotlib():
     # Every module of both packages (the CLI, the scan and the codemods) but the dynamic
     # auditor, which imports torch on purpose; a pre-commit hook's environment has no torch.
     modules = sorted(
@@ -43,7 +46,10 @@ def test_auditor_and_rewrites_do_not_import_torch():
         if "profiling" not in source.parts and source.name != "__main__.py"
     )
     assert "allocaudit.rewrites.fix" in modules and "allocaudit.auditor.cli" in modules
-    code = f"import sys\nfor name in {modules!r}:\n    __import__(name)\nassert 'torch' not in sys.modules, 'torch was imported'"
+    code = (
+        f"import sys\nfor name in {modules!r}:\n    __import__(name)\nassert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'"  # the plot extra: only when drawing
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -51,3 +57,30 @@ def test_runtime_imports_nothing_of_the_auditor_or_rewrites():
     for source in (ROOT / "runtime").rglob("*.py"):
         text = source.read_text()
         assert "allocaudit.auditor" not in text and "allocaudit.rewrites" not in text, source
+
+
+def _interpreter(version: str):
+    """An interpreter of ``version`` (e.g. "3.10") on PATH or under pyenv, or None."""
+    import glob
+    import shutil
+
+    candidates = [shutil.which(f"python{version}")] + sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python")))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return candidate
+    return None
+
+
+def test_the_oldest_python_declared_compiles_the_code_and_has_the_ast_nodes_it_reads():
+    # What broke 3.9 while `requires-python` said >=3.9: `ast.MatchAs` does not exist there.
+    minimum = re.search(r'requires-python = ">=(3\.[0-9]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    python = _interpreter(minimum)
+    if python is None:
+        pytest.skip(f"no Python {minimum} here")
+    sources = [p for part in ("auditor", "rewrites", "runtime") for p in (ROOT / part).rglob("*.py")]
+    compiled = subprocess.run([python, "-m", "py_compile", *map(str, sources)], capture_output=True, text=True)
+    assert compiled.returncode == 0, compiled.stderr
+    names = subprocess.run([python, "-c", "import ast; print(' '.join(dir(ast)))"], capture_output=True, text=True, check=True)
+    used = {name for source in sources for name in re.findall(r"\bast\.([A-Za-z_]+)", source.read_text())}
+    assert used <= set(names.stdout.split()), f"missing from Python {minimum}'s ast: {sorted(used - set(names.stdout.split()))}"

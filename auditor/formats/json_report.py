@@ -1,7 +1,11 @@
 """`--format json`: a versioned document; SCHEMA is its JSON Schema (draft 2020-12).
 
 Schema version 1. Bump SCHEMA_VERSION on any change that removes or renames a field or
-changes its meaning; adding an optional field keeps the version.
+changes its meaning; adding an optional field keeps the version, so no object of the schema
+forbids properties it does not list: a reader of version 1 must accept (and may ignore) them.
+
+With `--statistics` the document is STATISTICS_SCHEMA's instead: counts per code, like ruff's
+`--statistics --output-format json`.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import json
 
 from allocaudit.auditor.findings import ScanResult
+from allocaudit.auditor.formats.text import statistics_rows
 from allocaudit.auditor.version import VERSION
 
 SCHEMA_VERSION = 1
@@ -20,20 +25,27 @@ TOOL_SCHEMA = {
     "required": ["name", "version"],
     "properties": {"name": {"const": "allocaudit"}, "version": {"type": "string"}},
 }
-SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "allocaudit scan report",
-    "type": "object",
-    "required": ["schema_version", "tool", "findings", "errors", "summary"],
-    "additionalProperties": False,
-    "properties": {
-        "schema_version": {"const": SCHEMA_VERSION},
-        "tool": TOOL_SCHEMA,
+
+
+def _document(title: str, properties: dict) -> dict:
+    """A top-level schema: schema_version and tool, then ``properties``, all required."""
+    properties = {"schema_version": {"const": SCHEMA_VERSION}, "tool": TOOL_SCHEMA, **properties}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": title,
+        "type": "object",
+        "required": list(properties),
+        "properties": properties,
+    }
+
+
+SCHEMA = _document(
+    "allocaudit scan report",
+    {
         "findings": {
             "type": "array",
             "items": {
                 "type": "object",
-                "additionalProperties": False,
                 "required": [
                     "path", "line", "col", "end_line", "end_col", "code", "message", "api",
                     "device_form", "device", "site_class", "function", "confidence", "fixable",
@@ -65,7 +77,6 @@ SCHEMA = {
             "type": "array",
             "items": {
                 "type": "object",
-                "additionalProperties": False,
                 "required": ["path", "reason"],
                 "properties": {"path": {"type": "string"}, "reason": {"type": "string"}},
             },
@@ -76,6 +87,7 @@ SCHEMA = {
             "properties": {
                 "files_scanned": {"type": "integer"},
                 "files_analysed": {"type": "integer"},
+                "files_skipped": {"type": "integer", "description": "Python files outside the include globs (--all scans them)"},
                 "findings": {"type": "integer"},
                 "fixable": {"type": "integer"},
                 "errors": {"type": "integer"},
@@ -84,7 +96,7 @@ SCHEMA = {
             },
         },
     },
-}
+)
 
 
 def to_document(result: ScanResult) -> dict:
@@ -102,6 +114,7 @@ def to_document(result: ScanResult) -> dict:
         "summary": {
             "files_scanned": result.files_scanned,
             "files_analysed": result.files_analysed,
+            "files_skipped": result.files_skipped,
             "findings": len(result.findings),
             "fixable": sum(f.fixable for f in result.findings),
             "errors": len(result.errors),
@@ -111,5 +124,37 @@ def to_document(result: ScanResult) -> dict:
     }
 
 
+STATISTICS_SCHEMA = _document(
+    "allocaudit scan statistics",
+    {
+        "statistics": {
+            "type": "array",
+            "description": "one row per rule code, most frequent first",
+            "items": {
+                "type": "object",
+                "required": ["code", "name", "count", "fixable"],
+                "properties": {
+                    "code": {"type": "string", "pattern": "^AA[0-9]{3}$"},
+                    "name": {"type": "string"},
+                    "count": {"type": "integer", "minimum": 1},
+                    "fixable": {"type": "integer", "minimum": 0},
+                },
+            },
+        },
+        "by_site_class": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "summary": SCHEMA["properties"]["summary"],
+    },
+)
+
+
 def render_json(result: ScanResult, statistics: bool = False) -> str:
-    return json.dumps(to_document(result), indent=2) + "\n"
+    document = to_document(result)
+    if statistics:
+        document = {
+            "schema_version": SCHEMA_VERSION,
+            "tool": document["tool"],
+            "statistics": statistics_rows(result),
+            "by_site_class": document["summary"]["by_site_class"],
+            "summary": document["summary"],
+        }
+    return json.dumps(document, indent=2) + "\n"

@@ -2,10 +2,13 @@
 
     app.command("profile", context_settings=PROGRAM_CONTEXT)(profile_command)
     app.command("stale-check", context_settings=PROGRAM_CONTEXT)(stale_check_command)
+    app.command("compare")(compare_command)
+    app.command("plot")(plot_command)
 
-Importing this module imports no torch: the commands import the tracer when they run.
-The program's exit status is the command's; usage errors of allocaudit's own exit 2 before the
-program starts.
+Importing this module imports neither torch nor matplotlib: `profile` and `stale-check` import
+the tracer when they run, and the pictures import matplotlib when they are drawn. `profile`'s
+exit status is the program's; usage errors of allocaudit's own exit 2 before the program starts
+(a missing matplotlib for ``--plot`` included).
 """
 
 from __future__ import annotations
@@ -18,10 +21,16 @@ from typing import List, Optional, Sequence
 import typer
 
 from allocaudit.auditor.findings import ScanResult
+from allocaudit.auditor.profiling.profile import MAX_EVENTS
 from allocaudit.auditor.usage import fail
 
 # Everything after the program's name belongs to the program, options included.
 PROGRAM_CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    markdown = "markdown"
 
 
 class DeviceFilter(str, Enum):
@@ -36,7 +45,7 @@ def _byte(text: str) -> int:
     except ValueError:
         value = -1
     if not 0 <= value <= 0xFF:
-        fail(f"--patterns: {text!r} is not a byte value (0-255, or 0x00-0xFF)")
+        fail(f"--pattern: {text!r} is not a byte value (0-255, or 0x00-0xFF)")
     return value
 
 
@@ -52,8 +61,18 @@ def profile_command(
     ),
     top: int = typer.Option(20, "--top", min=0, help="Sites shown in the table on stderr (0: no table)."),
     stack_depth: int = typer.Option(8, "--stack-depth", min=1, help="User frames kept per site."),
+    plot: Optional[Path] = typer.Option(
+        None, "--plot", help="Also draw live memory over the run, stacked by site, as a PNG here (needs matplotlib)."
+    ),
+    plot_sites: int = typer.Option(8, "--plot-sites", min=1, help="Sites named in the picture; the rest are grouped."),
+    timeline_events: int = typer.Option(
+        MAX_EVENTS, "--timeline-events", min=0,
+        help="Allocations, frees and get_empty requests kept in the profile's timeline (counts and peaks cover the whole run).",
+    ),
 ) -> None:
     """Run a Python program and record what it allocates, per source line (torch factories and get_empty)."""
+    if plot is not None:
+        _check_plotting()  # before torch is imported and the program runs
     from rich.console import Console
 
     from allocaudit.auditor.profiling import profile as profiles
@@ -70,18 +89,98 @@ def profile_command(
             for note in result.notes:
                 console.print(f"note: {note}")
         console.print(f"profile written to {out}")
+        if plot is not None:
+            _draw_memory(result, plot, plot_sites)
+            console.print(f"memory picture written to {plot}")
 
     try:
         code, _ = run_profiled(
             command, out=str(out), device=device.value,
             memory_snapshot=str(memory_snapshot) if memory_snapshot is not None else None,
-            stack_depth=stack_depth, report=report,
+            stack_depth=stack_depth, report=report, max_events=timeline_events,
         )
     except UsageError as exc:
         fail(str(exc))
     except OSError as exc:
-        fail(f"cannot write {out}: {exc.strerror or exc}")
+        fail(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
     raise typer.Exit(code)
+
+
+def _check_plotting() -> None:
+    """Before anything runs: a picture asked for without matplotlib is a usage error."""
+    from allocaudit.auditor.profiling.plots import PlotUnavailable, require_matplotlib
+
+    try:
+        require_matplotlib()
+    except PlotUnavailable as exc:
+        fail(str(exc))
+
+
+def _draw_memory(profile, path: Path, sites: int) -> None:
+    from allocaudit.auditor.profiling.plots import plot_memory
+    from allocaudit.auditor.profiling.timeline import NoTimeline, memory_series
+
+    try:
+        series = memory_series(profile, top=sites)
+    except NoTimeline as exc:
+        fail(f"cannot draw {path}: {exc}")
+    plot_memory(series, str(path))
+
+
+def _load(path: Path):
+    from allocaudit.auditor.profiling.profile import ProfileError, load
+
+    try:
+        return load(str(path))
+    except ProfileError as exc:
+        fail(str(exc))
+
+
+def compare_command(
+    before: Path = typer.Argument(..., help="The profile before the change (written by `allocaudit profile --out`)."),
+    after: Path = typer.Argument(..., help="The profile after it."),
+    plot: Optional[Path] = typer.Option(
+        None, "--plot", help="Also draw the comparison as a PNG here: per-site bars, totals, both runs' memory (needs matplotlib)."
+    ),
+    top: int = typer.Option(20, "--top", min=1, help="Sites shown in the table."),
+    plot_sites: int = typer.Option(10, "--plot-sites", min=1, help="Sites shown in the picture's bars."),
+    output_format: OutputFormat = typer.Option(OutputFormat.text, "--output-format", "--format", help="A terminal table, or Markdown."),
+) -> None:
+    """Compare two profiles site by site: calls, bytes allocated and peak live bytes, before and after."""
+    from rich.console import Console
+
+    from allocaudit.auditor.profiling import compare as comparing
+
+    if plot is not None:
+        _check_plotting()
+    result = comparing.compare(_load(before), _load(after), str(before), str(after))
+    if output_format is OutputFormat.markdown:
+        sys.stdout.write(comparing.render_markdown(result, limit=top))
+    else:
+        comparing.render_rich(result, Console(width=None if sys.stdout.isatty() else 160), limit=top)
+    if plot is not None:
+        from allocaudit.auditor.profiling.plots import plot_compare
+
+        try:
+            plot_compare(comparing.chart(result, top=plot_sites), str(plot), *comparing.timeline_pair(result))
+        except OSError as exc:
+            fail(f"cannot write {plot}: {exc.strerror or exc}")
+        typer.echo(f"comparison picture written to {plot}", err=True)
+
+
+def plot_command(
+    profile_path: Path = typer.Argument(..., metavar="PROFILE", help="A profile written by `allocaudit profile --out`."),
+    out: Path = typer.Option(Path("memory.png"), "--out", "-o", help="Where to write the PNG."),
+    sites: int = typer.Option(8, "--plot-sites", min=1, help="Sites named in the picture; the rest are grouped."),
+) -> None:
+    """Draw a profile's live memory over the run, stacked by site (needs matplotlib)."""
+    _check_plotting()
+    profile = _load(profile_path)
+    try:
+        _draw_memory(profile, out, sites)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}")
+    typer.echo(f"memory picture written to {out}", err=True)
 
 
 def stale_check_command(
@@ -117,12 +216,8 @@ def render_join(result: ScanResult, profile_path: Path, output_format: str = "te
     findings, and run-time sites the scan missed. ``output_format`` is text or json; raises
     typer.Exit(2) with a message for an unreadable profile or another format."""
     from allocaudit.auditor.profiling import join
-    from allocaudit.auditor.profiling.profile import ProfileError, load
 
     if output_format not in ("text", "json"):
         fail(f"--profile works with --format text or json, not {output_format}")
-    try:
-        profile = load(str(profile_path))
-    except ProfileError as exc:
-        fail(str(exc))
+    profile = _load(profile_path)
     return join.render(result, profile, str(profile_path), output_format, scanned)

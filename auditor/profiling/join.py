@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from allocaudit.auditor.findings import Finding, ScanResult
+from allocaudit.auditor.plural import plural
 from allocaudit.auditor.profiling.profile import Profile, Site, display_path, format_bytes
 
 JOIN_SCHEMA_VERSION = 1
@@ -93,7 +94,7 @@ def render_text(joined: Joined, profile_path: str, scanned: Sequence[str] = (), 
         f = m.finding
         mark = " [*]" if f.fixable else ""
         out.append(
-            f"{display_path(f.path)}:{f.line}:{f.col}: {f.code}{mark} {m.calls} calls, {format_bytes(m.bytes)}"
+            f"{display_path(f.path)}:{f.line}:{f.col}: {f.code}{mark} {plural(m.calls, 'call')}, {format_bytes(m.bytes)}"
             f" ({_shapes(m.sites)}) in {f.function}"
         )
     out.append("")
@@ -106,7 +107,7 @@ def render_text(joined: Joined, profile_path: str, scanned: Sequence[str] = (), 
         scope = "" if not scanned or _under_any(s.path, scanned) else " [outside the scanned paths]"
         ops = ", ".join(sorted(s.ops))
         out.append(
-            f"{display_path(s.path)}:{s.line}: {s.calls} calls, {format_bytes(s.bytes)} in {s.function}"
+            f"{display_path(s.path)}:{s.line}: {plural(s.calls, 'call')}, {format_bytes(s.bytes)} in {s.function}"
             f" ({ops}; {_shapes([s])}; {', '.join(s.devices)}){scope}"
         )
         for frame in s.stack[1:stack_lines]:
@@ -117,7 +118,7 @@ def render_text(joined: Joined, profile_path: str, scanned: Sequence[str] = (), 
         )
     if joined.other_findings:
         out.append("")
-        out.append(f"{len(joined.other_findings)} findings about hand-written caches are not allocation sites and are not ranked.")
+        out.append(f"{plural(len(joined.other_findings), 'finding')} about hand-written caches: not allocation sites, not ranked.")
     return "\n".join(out) + "\n"
 
 

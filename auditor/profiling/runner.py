@@ -143,12 +143,14 @@ def run_profiled(
     stack_depth: int = 8,
     report: Optional[Callable[[profiles.Profile], None]] = None,
     stderr: Optional[TextIO] = None,
+    max_events: int = profiles.MAX_EVENTS,
 ) -> tuple[int, profiles.Profile]:
     """Run ``command`` under the tracer; write the profile to ``out``; return (exit status, profile).
 
     ``memory_snapshot``: also record PyTorch's CUDA memory history and dump it there (open it
     at https://pytorch.org/memory_viz). Without CUDA nothing is written, and the profile says so.
     ``report`` is called with the profile once it is written (the CLI prints its table there).
+    ``max_events``: timeline events kept in the profile (`profile_allocations`).
     Raises `UsageError` before running anything if ``command`` is not a program to run.
     """
     target = parse_command(command)
@@ -163,7 +165,7 @@ def run_profiled(
             notes.append(f"--memory-snapshot {memory_snapshot} not written: CUDA is not available here")
     outcome = Outcome(1, "allocaudit: the program did not start")
     snapshot_path = None
-    with profile_allocations(device, stack_depth) as recorder:
+    with profile_allocations(device, stack_depth, max_events) as recorder:
         try:
             outcome = run_target(target, stderr)
         finally:

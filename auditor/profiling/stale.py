@@ -60,6 +60,7 @@ class StaleReport:
     implicated: list[SlotUse] = field(default_factory=list)  # slots whose pattern alone changes the result
     nondeterministic: list[Difference] = field(default_factory=list)
     isolation_skipped: bool = False
+    nothing_compared: bool = False  # the program printed nothing: only its exit status was compared
 
     @property
     def stale(self) -> bool:
@@ -68,7 +69,7 @@ class StaleReport:
 
     @property
     def conclusive(self) -> bool:
-        return not self.nondeterministic
+        return not self.nondeterministic and not (self.nothing_compared and self.slots and not self.differences)
 
     def render(self) -> str:
         a, b = self.patterns
@@ -81,6 +82,9 @@ class StaleReport:
             return "\n".join(lines) + "\n"
         if not self.slots:
             lines.append("nothing to check: no get_empty(..., zero=False) hand-out was made")
+            return "\n".join(lines) + "\n"
+        if not self.differences and self.nothing_compared:
+            lines.append("inconclusive: the program printed nothing, so only its exit status was compared; print what it computes (a checksum of the output tensors will do)")
             return "\n".join(lines) + "\n"
         if not self.differences:
             lines.append(f"safe: the results are identical with the hand-outs filled with 0x{a:02X} and 0x{b:02X} bytes")
@@ -247,18 +251,19 @@ def check_program(command: Sequence[str], patterns: Sequence[int] = DEFAULT_PATT
     from allocaudit.auditor.profiling.runner import parse_command, run_target
 
     target = parse_command(command)
-    statuses = []
+    outputs = []
 
     def run_program():
         buffer = io.StringIO()
         errors = io.StringIO()
         with contextlib.redirect_stdout(buffer):
             outcome = run_target(target, stderr=errors)
-        statuses.append(outcome.exit_code)
-        return {"exit status": outcome.exit_code, "stdout": buffer.getvalue().splitlines()}
+        outputs.append({"exit status": outcome.exit_code, "stdout": buffer.getvalue().splitlines()})
+        return outputs[-1]
 
     report = check(run_program, patterns, seed, isolate, compare_results=_compare_output)
-    return report, statuses[0]
+    report.nothing_compared = not outputs[0]["stdout"]
+    return report, outputs[0]["exit status"]
 
 
 def _compare_output(a: dict, b: dict) -> list[Difference]:

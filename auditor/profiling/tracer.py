@@ -12,10 +12,21 @@ the runtime cache makes for a `get_empty` call is charged to that call's line.
 
 The dispatch mode stack is per thread: allocations made by other threads are not seen, but
 `get_empty` requests of every thread are (the runtime's observer hook is process-wide).
+
+Lifetimes: an allocation is freed when its storage is, that is when the last tensor using its
+memory dies (the tensor itself, any view of it, a tensor autograd saved). A weak reference to
+the storage's Python object, which PyTorch keeps exactly as long as the storage, says when;
+its callback only queues the free, which the next recorded event (or `Recorder.profile`) takes
+in order, so nothing runs under the recorder's lock from a garbage collection. Allocations the
+runtime cache makes for its own buffers are not tracked so: those buffers serve every cache
+name, and the runtime reports the bytes it holds and hands out with each request (the cache
+band of the timeline). CUDA graph captures are seen by wrapping `torch.cuda.CUDAGraph`'s
+``capture_begin`` and ``capture_end`` for as long as a recorder is active.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import runpy
@@ -24,13 +35,25 @@ import sys
 import sysconfig
 import threading
 import time
+import weakref
 from typing import Iterator, Optional
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import allocaudit.runtime as runtime
-from allocaudit.auditor.profiling.profile import MAX_SHAPES, CacheCounts, Profile, Site
+from allocaudit.auditor.profiling.profile import (
+    ALLOC,
+    CACHE,
+    FREE,
+    MAX_EVENTS,
+    MAX_SHAPES,
+    CacheCounts,
+    Capture,
+    Profile,
+    Site,
+    Timeline,
+)
 from allocaudit.auditor.version import VERSION
 
 DEVICE_FILTERS = ("cuda", "cpu", "any")
@@ -76,11 +99,14 @@ _LIBRARY = tuple(d + os.sep for d in (_TORCH_DIR, _AUDITOR_DIR, _REWRITES_DIR))
 _kinds: dict[str, Optional[str]] = {}
 
 
-def _kind(filename: str) -> Optional[str]:
+def _kind(frame) -> Optional[str]:
+    filename = frame.f_code.co_filename
     kind = _kinds.get(filename, False)
     if kind is not False:
         return kind
-    if filename.startswith("<frozen") or filename.startswith("<built-in"):
+    if "__allocaudit_runtime__" in frame.f_globals:  # a copy vendored into the user's package
+        kind = "runtime"
+    elif filename.startswith("<frozen") or filename.startswith("<built-in"):
         kind = "library"
     else:
         path = os.path.abspath(filename)
@@ -112,18 +138,45 @@ def _dtype_name(dtype: torch.dtype) -> str:
 class Recorder:
     """Accumulates allocations per user source site while a `profile_allocations` block runs."""
 
-    def __init__(self, device: str = "cuda", stack_depth: int = 8) -> None:
+    def __init__(self, device: str = "cuda", stack_depth: int = 8, max_events: int = MAX_EVENTS) -> None:
         if device not in DEVICE_FILTERS:
             raise ValueError(f"device must be one of {', '.join(DEVICE_FILTERS)}, got {device!r}")
+        if max_events < 0:
+            raise ValueError(f"max_events must be >= 0, got {max_events}")
         self.device = device
         self.stack_depth = stack_depth
         self.sites: dict[tuple[str, int], Site] = {}
+        # Sites in the order first seen, and each key's position there: the timeline's site numbers.
+        self._ordered: list[Site] = []
+        self._index: dict[tuple[str, int], int] = {}
         self._shape_keys: dict[tuple[str, int], set[str]] = {}
         self._devices_seen: set[str] = set()
         self._lock = threading.Lock()
         self._started = time.perf_counter()
         self._stopped: Optional[float] = None
         self._cuda = torch.cuda.is_available()
+        # Lifetimes: what is alive, per site and in all, and the peaks.
+        # id(weak reference) -> (the reference, site index, bytes): the allocations that may be alive.
+        self._live: dict[int, tuple[weakref.ref, int, int]] = {}
+        self._site_live: list[int] = []
+        self._live_bytes = 0
+        self._held: dict[tuple[str, str], tuple[int, int]] = {}  # (cache, device) -> (held, busy)
+        self._held_bytes = self._busy_bytes = 0
+        self._peak = self._peak_held = 0
+        # A free is queued by the weak reference's callback, in whatever thread drops the last
+        # tensor, and taken in order at the next event: deque.append is atomic.
+        self._freed: collections.deque = collections.deque()
+        clock, freed = time.perf_counter, self._freed
+        self._on_free = lambda ref: freed.append((id(ref), clock()))
+        # An allocation made inside the runtime, per thread, until the request's event says
+        # whether it is a cache buffer (a miss or growth) or a plain hand-out (anything else).
+        self._pending: dict[int, tuple[Optional[weakref.ref], int, int, float]] = {}
+        # The timeline.
+        self.max_events = max_events
+        self._events: list[tuple] = []  # tuples of ints: the garbage collector soon stops tracking them
+        self._event_count = 0
+        self._captures: list[Capture] = []
+        self._open_captures: dict[int, tuple[int, float, str]] = {}  # id(graph) -> start
 
     # -- attribution ------------------------------------------------------------------------
 
@@ -131,7 +184,7 @@ class Recorder:
         """The user site of the current call, and whether the runtime cache was on the way."""
         through_runtime = False
         while frame is not None:
-            kind = _kind(frame.f_code.co_filename)
+            kind = _kind(frame)
             if kind is None:
                 break
             through_runtime = through_runtime or kind == "runtime"
@@ -146,11 +199,17 @@ class Recorder:
             while f is not None and len(stack) < self.stack_depth:
                 if f.f_code.co_filename in _RUNPY:
                     break  # the profiled program's first frame is just below: the rest is ours
-                if _kind(f.f_code.co_filename) is None:
+                if _kind(f) is None:
                     stack.append(_format_frame(f))
                 f = f.f_back
-            found = self.sites[key] = Site(path=key[0], line=key[1], function=_function_name(frame), stack=stack)
+            found = self.sites[key] = Site(
+                path=key[0], line=key[1], function=_function_name(frame), stack=stack,
+                function_line=frame.f_code.co_firstlineno,
+            )
             self._shape_keys[key] = set()
+            self._index[key] = len(self._ordered)
+            self._ordered.append(found)
+            self._site_live.append(0)
         return found, through_runtime
 
     def _keeps(self, device: torch.device) -> bool:
@@ -162,14 +221,24 @@ class Recorder:
         if not isinstance(out, torch.Tensor) or not self._keeps(out.device):
             return
         try:
-            nbytes = out.untyped_storage().nbytes()
-        except (RuntimeError, NotImplementedError):  # tensor subclasses without storage
-            nbytes = out.numel() * out.element_size()
+            storage = out.untyped_storage()
+            nbytes = storage.nbytes()
+        except (RuntimeError, NotImplementedError):
+            # A tensor subclass without storage: its own lifetime stands for its memory's.
+            storage, nbytes = out, out.numel() * out.element_size()
         capturing = out.is_cuda and torch.cuda.is_current_stream_capturing()
+        now = time.perf_counter()
         with self._lock:
+            self._catch_up()
             site_, through_runtime = self._site(frame)
             if site_ is None:
                 return
+            index = self._index[site_.key]
+            ref = self._watch(storage) if nbytes else None
+            if through_runtime:
+                self._pending[threading.get_ident()] = (ref, index, nbytes, now)
+            elif nbytes:
+                self._allocated(ref, index, nbytes, now)
             name = "allocaudit.runtime" if through_runtime else op_name
             site_.calls += 1
             site_.bytes += nbytes
@@ -184,8 +253,17 @@ class Recorder:
     def record_cache_event(self, event: "runtime.CacheEvent") -> None:
         if not self._keeps(event.device):
             return
+        now = time.perf_counter()
         with self._lock:
+            pending = self._pending.pop(threading.get_ident(), None)
+            # A miss or a growth allocated the cache's own buffer, which is the cache band's:
+            # its weak reference goes, unwatched. Any other request's allocation is a plain
+            # hand-out (a fallback), the site's like a torch.empty.
+            if pending is not None and event.kind not in ("miss", "growth") and pending[2]:
+                self._allocated(*pending)
+            self._drain_frees()
             site_, _ = self._site(sys._getframe(1))
+            self._cache_state(event, None if site_ is None else self._index[site_.key], now)
             if site_ is None:
                 return
             counts = site_.cache
@@ -201,6 +279,90 @@ class Recorder:
             if device not in site_.devices:
                 site_.devices.append(device)
             self._devices_seen.add(device)
+
+    # -- lifetimes and the timeline (under the lock) --------------------------------------------
+
+    def _watch(self, storage) -> Optional[weakref.ref]:
+        try:
+            return weakref.ref(storage, self._on_free)
+        except TypeError:  # an object without weak references: never seen freed
+            return None
+
+    def _t_us(self, when: float) -> int:
+        return max(0, int((when - self._started) * 1e6))
+
+    # The next three run for every allocation and free: written flat, without helper calls.
+
+    def _allocated(self, ref: Optional[weakref.ref], index: int, nbytes: int, when: float) -> None:
+        if ref is not None:
+            self._live[id(ref)] = (ref, index, nbytes)  # the reference lives as long as its entry
+        live = self._site_live[index] = self._site_live[index] + nbytes
+        self._live_bytes += nbytes
+        site_ = self._ordered[index]
+        if live > site_.peak_live_bytes:
+            site_.peak_live_bytes = live
+        if self._live_bytes + self._held_bytes > self._peak:
+            self._peak = self._live_bytes + self._held_bytes
+        if self._event_count < self.max_events:
+            self._events.append((ALLOC, self._t_us(when), index, nbytes))
+        self._event_count += 1
+
+    def _drain_frees(self) -> None:
+        while self._freed:
+            key, when = self._freed.popleft()
+            live = self._live.pop(key, None)
+            if live is None:  # a cache buffer's, or one watched by an earlier recording
+                continue
+            _, index, nbytes = live
+            self._site_live[index] -= nbytes
+            self._live_bytes -= nbytes
+            if self._event_count < self.max_events:
+                self._events.append((FREE, self._t_us(when), index, nbytes))
+            self._event_count += 1
+
+    def _catch_up(self, all_threads: bool = False) -> None:
+        """Take the queued frees, and this thread's runtime allocation that no request claimed
+        (``ALLOCAUDIT_RUNTIME=off``, tracing, devices the cache does not serve: plain tensors)."""
+        if self._pending:
+            if all_threads:
+                pending = list(self._pending.values())
+                self._pending.clear()
+            else:
+                pending = [self._pending.pop(threading.get_ident(), None)]
+            for p in pending:
+                if p is not None and p[2]:
+                    self._allocated(*p)
+        # After the pending allocation: its free may be queued already.
+        if self._freed:
+            self._drain_frees()
+
+    def _cache_state(self, event: "runtime.CacheEvent", index: Optional[int], when: float) -> None:
+        key = (event.cache, str(event.device))
+        old_held, old_busy = self._held.get(key, (0, 0))
+        self._held[key] = (event.held_bytes, event.busy_bytes)
+        self._held_bytes += event.held_bytes - old_held
+        self._busy_bytes += event.busy_bytes - old_busy
+        self._peak_held = max(self._peak_held, self._held_bytes)
+        self._peak = max(self._peak, self._live_bytes + self._held_bytes)
+        if self._event_count < self.max_events:
+            self._events.append((CACHE, self._t_us(when), index, self._held_bytes, self._busy_bytes))
+        self._event_count += 1
+
+    def capture_began(self, graph: object) -> None:
+        device = f"cuda:{torch.cuda.current_device()}" if self._cuda else "cuda"
+        now = time.perf_counter()
+        with self._lock:
+            self._catch_up()
+            self._open_captures[id(graph)] = (self._event_count, now, device)
+
+    def capture_ended(self, graph: object) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            self._catch_up()
+            started = self._open_captures.pop(id(graph), None)
+            if started is not None:
+                start, began, device = started
+                self._captures.append(Capture(start, self._event_count, self._t_us(began), self._t_us(now), device))
 
     def _note_shape(self, site_: Site, shape: tuple, dtype: torch.dtype, device: torch.device) -> None:
         key = f"{shape} {_dtype_name(dtype)}"
@@ -219,8 +381,12 @@ class Recorder:
     # -- the result -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        if self._stopped is None:
-            self._stopped = time.perf_counter()
+        """End recording: what is still alive now stays alive in the profile."""
+        with self._lock:
+            if self._stopped is None:
+                self._stopped = time.perf_counter()
+                self._catch_up(all_threads=True)
+                self._live.clear()  # the weak references go, and with them their callbacks
 
     def profile(
         self,
@@ -232,15 +398,32 @@ class Recorder:
     ) -> Profile:
         """What was recorded so far, as a `Profile` (a copy: recording may go on)."""
         with self._lock:
+            if self._stopped is None:
+                self._catch_up(all_threads=True)
             sites = [
                 Site(**{**s.to_dict(), "cache": CacheCounts(**vars(s.cache)) if s.cache else None})
-                for s in self.sites.values()
+                for s in self._ordered
             ]
             devices = sorted(self._devices_seen)
-        end = self._stopped if self._stopped is not None else time.perf_counter()
+            end = self._stopped if self._stopped is not None else time.perf_counter()
+            # A capture still open (the program stopped inside one) ends where the recording does.
+            open_captures = [
+                Capture(start, self._event_count, self._t_us(began), self._t_us(end), device)
+                for start, began, device in self._open_captures.values()
+            ]
+            timeline = Timeline(
+                events=list(self._events), total_events=self._event_count, max_events=self.max_events,
+                captures=sorted(self._captures + open_captures, key=lambda c: (c.start, c.t_start_us)),
+            )
+            peak, peak_held = self._peak, self._peak_held
         notes = list(notes)
         if self.device == "cuda" and not self._cuda:
             notes.append("CUDA is not available here, so nothing was recorded with --device cuda; use --device cpu or any")
+        if timeline.dropped:
+            notes.append(
+                f"the timeline keeps the first {timeline.max_events:,} of {timeline.total_events:,} events; "
+                "counts, bytes and peaks cover the whole run"
+            )
         return Profile(
             command=list(command),
             device_filter=self.device,
@@ -253,6 +436,9 @@ class Recorder:
             memory_snapshot=memory_snapshot,
             notes=notes,
             tool_version=VERSION,
+            peak_live_bytes=peak,
+            peak_cache_held_bytes=peak_held,
+            timeline=timeline,
         )
 
 
@@ -272,22 +458,72 @@ class _FactoryMode(TorchDispatchMode):
         return out
 
 
+# CUDA graph captures. torch has no hook for them, so `CUDAGraph.capture_begin`/`capture_end`
+# (which `torch.cuda.graph` and `make_graphed_callables` call) are wrapped while any recorder
+# is active, and put back when the last one stops.
+_capture_lock = threading.Lock()
+_capture_recorders: list[Recorder] = []
+_capture_originals: dict[str, object] = {}
+
+
+def _capture_begin(graph, *args, **kwargs):
+    _capture_originals["capture_begin"](graph, *args, **kwargs)
+    for recorder in tuple(_capture_recorders):
+        recorder.capture_began(graph)
+
+
+def _capture_end(graph, *args, **kwargs):
+    try:
+        return _capture_originals["capture_end"](graph, *args, **kwargs)
+    finally:
+        for recorder in tuple(_capture_recorders):
+            recorder.capture_ended(graph)
+
+
+_CAPTURE_WRAPPERS = {"capture_begin": _capture_begin, "capture_end": _capture_end}
+
+
+def _watch_captures(recorder: Recorder) -> None:
+    graph_class = getattr(torch.cuda, "CUDAGraph", None)
+    with _capture_lock:
+        if not _capture_recorders and graph_class is not None:
+            for name, wrapper in _CAPTURE_WRAPPERS.items():
+                _capture_originals[name] = getattr(graph_class, name)
+                setattr(graph_class, name, wrapper)
+        _capture_recorders.append(recorder)
+
+
+def _unwatch_captures(recorder: Recorder) -> None:
+    graph_class = getattr(torch.cuda, "CUDAGraph", None)
+    with _capture_lock:
+        _capture_recorders.remove(recorder)
+        if not _capture_recorders and graph_class is not None:
+            for name in _CAPTURE_WRAPPERS:
+                setattr(graph_class, name, _capture_originals.pop(name))
+
+
 @contextlib.contextmanager
-def profile_allocations(device: str = "cuda", stack_depth: int = 8) -> Iterator[Recorder]:
-    """Record every factory allocation and `get_empty` request made inside the block.
+def profile_allocations(device: str = "cuda", stack_depth: int = 8, max_events: int = MAX_EVENTS) -> Iterator[Recorder]:
+    """Record every factory allocation and `get_empty` request made inside the block, and when
+    each allocation is freed.
 
     Args:
         device: ``"cuda"``, ``"cpu"`` or ``"any"``: the device type of the tensors kept.
         stack_depth: user frames kept per site (at its first allocation), innermost first.
+        max_events: timeline events kept (allocations, frees, get_empty requests); later ones
+            are counted only. Counts, bytes and peaks always cover the whole block.
 
     Yields a `Recorder`; ``recorder.profile()`` gives the `Profile`, also after an exception.
-    Allocations in graph capture are flagged; graph replays allocate nothing and are not seen.
+    Allocations in graph capture are flagged, and captures recorded as spans of the timeline;
+    graph replays allocate nothing and are not seen.
     """
-    recorder = Recorder(device, stack_depth)
+    recorder = Recorder(device, stack_depth, max_events)
     runtime.add_observer(recorder.record_cache_event)
+    _watch_captures(recorder)
     try:
         with _FactoryMode(recorder):
             yield recorder
     finally:
+        _unwatch_captures(recorder)
         runtime.remove_observer(recorder.record_cache_event)
         recorder.stop()

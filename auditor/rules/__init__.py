@@ -12,10 +12,13 @@ from allocaudit.auditor.rules.cache_unbounded_growth import CacheUnboundedGrowth
 from allocaudit.auditor.rules.dead_allocation import DeadAllocation
 from allocaudit.auditor.rules.escaping_allocation import EscapingAllocation
 from allocaudit.auditor.rules.init_allocation import InitAllocation
+from allocaudit.auditor.rules.unparsable_file import UnparsableFile
+from allocaudit.auditor.rules.unused_suppression import UnusedSuppression
 from allocaudit.auditor.rules.workspace_aliasing import WorkspaceAliasing
 from allocaudit.auditor.rules.workspace_allocation import WorkspaceAllocation
 
 ALL_RULES: tuple[type[Rule], ...] = (
+    UnusedSuppression,
     WorkspaceAllocation,
     EscapingAllocation,
     InitAllocation,
@@ -27,6 +30,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     CacheGraphHazard,
     WorkspaceAliasing,
     CacheNeverReleased,
+    UnparsableFile,
 )
 RULES_BY_CODE: dict[str, type[Rule]] = {rule.CODE: rule for rule in ALL_RULES}
 # What `allocaudit fix` rewrites: the findings of these rules that the analysis marks fixable.

@@ -79,9 +79,9 @@ def test_vanished_file(tmp_path, monkeypatch):
     real_discover = engine.discover
 
     def discover_then_delete(paths, settings):
-        files, errors = real_discover(paths, settings)
+        found = real_discover(paths, settings)
         os.unlink(tmp_path / "moe" / "gone.py")
-        return files, errors
+        return found
 
     monkeypatch.setattr(engine, "discover", discover_then_delete)
     assert errors_for(tmp_path, "gone.py", GOOD.encode()) == {"gone.py": "file vanished during the scan"}

@@ -155,6 +155,33 @@ def test_profile_json_matches_its_schema_and_round_trips(tmp_path):
     assert [s["bytes"] for s in data["sites"]] == sorted((s["bytes"] for s in data["sites"]), reverse=True)
 
 
+def test_a_profile_with_added_fields_is_still_version_1(tmp_path):
+    # The stated policy: an added optional field keeps the schema version, so a reader of
+    # version 1 (the schema, `scan --profile`) takes a later writer's profile.
+    import subprocess
+    import sys
+
+    module, path = load_module(tmp_path)
+    with use_cache(WorkspaceCache()), profile_allocations(device="cpu") as recorder:
+        module.run(torch.ones(8))
+        get_empty(3, torch.float32, cache_name="c")
+    out, data = write_profile(recorder, tmp_path)
+    data["host"] = "node-7"
+    data["summary"]["peak_bytes"] = 1
+    for site in data["sites"]:
+        site["thread"] = "main"
+        if site["cache"] is not None:
+            site["cache"]["pinned_bytes"] = 0
+    out.write_text(json.dumps(data))
+    jsonschema.validate(data, profiles.SCHEMA)
+    joined = subprocess.run(
+        [sys.executable, "-m", "allocaudit.auditor", "scan", "--no-cache", "--profile", str(out), path],
+        capture_output=True, text=True,
+    )
+    assert joined.returncode == 1, joined.stdout + joined.stderr  # findings, read from the extended profile
+    assert "user_code.py:14:5: AA101 [*] 1 call, 28 B" in joined.stdout
+
+
 def test_profile_load_errors(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{")
@@ -223,7 +250,7 @@ def test_join_shows_the_stack_of_a_missed_site(tmp_path):
     with profile_allocations(device="cpu") as recorder:
         module.caller()
     text = join.render_text(join.join(ScanResult(), recorder.profile()), "p.json")
-    assert f"{path}:4: 1 calls, 12 B in hidden" in text
+    assert f"{path}:4: 1 call, 12 B in hidden" in text
     assert f"called from {path}:7 in caller" in text
 
 

@@ -84,3 +84,36 @@ def test_profile_command_writes_a_memory_snapshot(tmp_path):
     assert data["memory_snapshot"] == "snap.pickle" and (tmp_path / "snap.pickle").stat().st_size > 0
     (site,) = data["sites"]
     assert (site["line"], site["calls"], site["bytes"], site["devices"]) == (3, 2, 12288, ["cuda:0"])
+
+
+def test_capture_spans_are_recorded_and_the_graph_class_restored():
+    from allocaudit.auditor.profiling.profile import ALLOC
+
+    x = torch.ones(1024, device="cuda")
+    original = torch.cuda.CUDAGraph.capture_begin
+
+    def step():
+        tmp = torch.empty_like(x)
+        torch.mul(x, 2, out=tmp)
+        return tmp
+
+    step()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with profile_allocations(device="cuda") as recorder:
+        step()
+        with torch.cuda.graph(graph):
+            out = step()
+        step()
+    assert torch.cuda.CUDAGraph.capture_begin is original
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, x * 2)
+    profile = recorder.profile()
+    (capture,) = profile.timeline.captures
+    assert capture.device == f"cuda:{torch.cuda.current_device()}"
+    inside = profile.timeline.events[capture.start:capture.end]
+    line = step.__code__.co_firstlineno + 1
+    assert [(e[0], profile.sites[e[2]].line, e[3]) for e in inside] == [(ALLOC, line, 4096)]
+    (site,) = profile.sites
+    assert site.captured_calls == 1 and site.peak_live_bytes == 8192  # the captured output and the last step's

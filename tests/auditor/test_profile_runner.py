@@ -114,7 +114,12 @@ def test_usage_errors_exit_2_before_running(tmp_path):
 
 
 def test_commands_module_imports_no_torch():
-    code = "import sys, allocaudit.auditor.profiling.commands, allocaudit.auditor.profiling.join; assert 'torch' not in sys.modules"
+    # Nor matplotlib: the pictures import it when they are drawn.
+    modules = ("commands", "join", "compare", "timeline", "plots", "profile")
+    code = (
+        f"import sys\nfor m in {modules!r}:\n    __import__('allocaudit.auditor.profiling.' + m)\n"
+        "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -158,6 +163,22 @@ def test_stale_check_command_flags_a_stale_read_and_names_the_slot(tmp_path):
     assert "slot 'scratch'" not in proc.stdout
     proc = run_cli("stale-check", "--pattern", "0x11", "--pattern", "0x11", "--", "python", "stale.py", cwd=tmp_path)
     assert proc.returncode == 2 and "two different byte values" in proc.stderr
+
+
+def test_stale_check_of_a_program_that_prints_nothing_is_inconclusive_not_safe(tmp_path):
+    # The stale read is real, but nothing the program shows depends on it: only the exit
+    # status was compared, which cannot tell.
+    (tmp_path / "silent.py").write_text(STALE_SCRIPT.replace("print(step(torch.arange(4.0)).tolist())", "step(torch.arange(4.0))"))
+    proc = run_cli("stale-check", "--", "python", "silent.py", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "inconclusive: the program printed nothing" in proc.stdout and "safe" not in proc.stdout
+
+
+def test_a_bad_pattern_is_named_as_the_option_is_spelled(tmp_path):
+    (tmp_path / "stale.py").write_text(STALE_SCRIPT)
+    proc = run_cli("stale-check", "--pattern", "0x1FF", "--pattern", "0", "--", "python", "stale.py", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--pattern: '0x1FF' is not a byte value" in proc.stderr
 
 
 def accumulate_into_stale(x):

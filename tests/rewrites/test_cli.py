@@ -140,3 +140,73 @@ def test_fix_selects_aa101_whatever_the_configuration(tmp_path, layer):
     (tmp_path / "pyproject.toml").write_text('[tool.allocaudit]\nselect = ["AA2"]\n')
     assert cli("fix", str(layer)).returncode == 0
     assert layer.read_text() == FIXED
+
+
+def test_ctrl_c_during_fix_lists_the_files_written_and_exits_130(tmp_path):
+    import subprocess
+    import sys
+
+    moe = tmp_path / "moe"
+    moe.mkdir()
+    for name in ("a.py", "b.py", "c.py"):
+        (moe / name).write_text(WORKSPACE)
+    # Ctrl-C lands while the second file is being written: the first is written, the
+    # others are not, and the user is told which.
+    code = (
+        "import sys\n"
+        "import allocaudit.rewrites.apply as apply\n"
+        "from allocaudit.auditor.cli import main\n"
+        "real, calls = apply.write_atomic, []\n"
+        "def write(source, data):\n"
+        "    calls.append(source.path)\n"
+        "    if len(calls) == 2:\n"
+        "        raise KeyboardInterrupt\n"
+        "    real(source, data)\n"
+        "apply.write_atomic = write\n"
+        "sys.argv = ['allocaudit', 'fix', '--no-cache', sys.argv[1]]\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(moe)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "Interrupted (Ctrl-C): 1 file written before it:",
+        f"  {moe / 'a.py'}",
+        "Stopped early. Fixed 1 site in 1 file (0 skipped).",
+    ]
+    assert "get_empty" in (moe / "a.py").read_text()
+    assert (moe / "b.py").read_text() == WORKSPACE and (moe / "c.py").read_text() == WORKSPACE
+
+
+def test_fix_shows_progress_on_a_terminal_and_nothing_when_piped(tmp_path):
+    import pty
+    import subprocess
+    import sys
+
+    from allocaudit.rewrites.apply import PROGRESS_FROM
+
+    moe = tmp_path / "moe"
+    moe.mkdir()
+    for i in range(PROGRESS_FROM):
+        (moe / f"m{i}.py").write_text(WORKSPACE)
+    piped = cli("fix", "--no-cache", "--diff", str(moe))
+    assert piped.returncode == 1 and piped.stderr.splitlines() == [f"Would fix {PROGRESS_FROM} sites in {PROGRESS_FROM} files (0 skipped)."]
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "allocaudit.auditor", "fix", "--no-cache", "--check", str(moe)],
+        stdout=subprocess.DEVNULL, stderr=terminal,
+    )
+    os.close(terminal)
+    shown = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the command closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert proc.wait(timeout=300) == 1
+    assert b"fixing" in shown

@@ -1,6 +1,8 @@
 """The hooks of .pre-commit-hooks.yaml, installed from this repository by the real pre-commit
 (`pre-commit try-repo`) in a temporary git repository: a commit with a workspace allocation
-fails, the fix hook rewrites it, and the fixed file passes; no staged Python file passes."""
+fails, the fix hook rewrites it, and the fixed file passes; no staged Python file passes; a
+staged file outside the scope (not MoE-like, excluded, .gitignored) is neither reported nor
+rewritten."""
 
 import os
 import shutil
@@ -57,6 +59,18 @@ def test_hooks_from_the_repository(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
         assert "(no files to check)Skipped" in result.stdout
 
+    # Staged files outside the scope: pre-commit names them, the hooks leave them alone.
+    outside = {repo / "linear.py": WORKSPACE, repo / "build" / "moe_copy.py": WORKSPACE}
+    for path, text in outside.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    git(repo, "add", "linear.py", "build/moe_copy.py")
+    for hook in ("allocaudit", "allocaudit-fix"):
+        result = try_repo(repo, hook, env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Passed" in result.stdout
+    assert all(path.read_text() == text for path, text in outside.items())
+
     # One staged file with a workspace allocation: the scan hook fails the commit...
     layer = repo / "moe_layer.py"
     layer.write_text(WORKSPACE)
@@ -70,6 +84,7 @@ def test_hooks_from_the_repository(tmp_path):
     assert fix.returncode == 1, fix.stdout
     assert "files were modified by this hook" in fix.stdout
     assert "get_empty(" in layer.read_text()
+    assert all(path.read_text() == text for path, text in outside.items())
 
     # ...and the fixed file passes both.
     git(repo, "add", "moe_layer.py")
