@@ -47,7 +47,7 @@ class CallEffects:
     def liveness(self, function: FunctionNode) -> Liveness:
         """Which allocations of ``function`` are never read."""
         if function not in self._liveness:
-            self._liveness[function] = Liveness(function, self.index.parents)
+            self._liveness[function] = Liveness(self.flow(function))
         return self._liveness[function]
 
     def flow(self, function: FunctionNode) -> FunctionFlow:

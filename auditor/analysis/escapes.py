@@ -43,6 +43,8 @@ VIEW_FUNCTIONS = frozenset(
         "diagonal", "as_strided", "view_as_real", "view_as_complex",
     )
 )
+# Calls that can read any local by name.
+INTROSPECTION = frozenset({"locals", "vars", "eval", "exec", "dir"})
 # Methods that put their argument into the receiver.
 CONTAINER_ADDERS = frozenset(
     {"append", "appendleft", "extend", "insert", "add", "update", "setdefault", "put", "put_nowait", "push"}
@@ -127,15 +129,28 @@ class FunctionFlow:
         self.stores: dict[str, list[ast.AST]] = {}  # name -> assigned values (or the binding node)
         self.globals: set[str] = set()
         self.nested: dict[ast.AST, str] = {}  # nested def node -> its name
+        self.scopes: list[ast.AST] = []  # nested defs, lambdas and classes
         self.stored_attributes: set[str] = set()  # `self.x` targets assigned in the function
+        self.binders: dict[str, list[ast.AST]] = {}  # name -> the nodes that (re)bind it
+        self.introspects = False  # calls locals(), vars(), eval(), exec(): any local may be read
         for node in ast.walk(function):
             if isinstance(node, ast.Name):
                 if isinstance(node.ctx, ast.Load):
                     self.loads.setdefault(node.id, []).append(node)
+                else:
+                    self.binders.setdefault(node.id, []).append(node)
             elif isinstance(node, (ast.Global, ast.Nonlocal)):
                 self.globals.update(node.names)
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node is not function:
-                self.nested[node] = node.name
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and node is not function:
+                self.scopes.append(node)
+                if not isinstance(node, ast.Lambda):
+                    self.binders.setdefault(node.name, []).append(node)
+                    if not isinstance(node, ast.ClassDef):
+                        self.nested[node] = node.name
+            elif isinstance(node, ast.alias):
+                self.binders.setdefault((node.asname or node.name).split(".")[0], []).append(node)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in INTROSPECTION:
+                self.introspects = True
             if isinstance(node, ast.Assign):
                 for target in node.targets:
                     if isinstance(target, ast.Name):

@@ -18,11 +18,7 @@ from __future__ import annotations
 import ast
 from typing import Optional
 
-from allocaudit.auditor.analysis.escapes import VIEW_METHODS
-from allocaudit.auditor.analysis.syntax import FunctionNode
-
-# Calls that can read any local by name.
-_INTROSPECTION = frozenset({"locals", "vars", "eval", "exec", "dir"})
+from allocaudit.auditor.analysis.escapes import VIEW_METHODS, FunctionFlow
 
 
 def _binds(target: ast.AST, name: str) -> bool:
@@ -36,40 +32,35 @@ def _binds(target: ast.AST, name: str) -> bool:
     return False
 
 
-def _reads(node: ast.AST, name: str) -> bool:
-    return any(isinstance(n, ast.Name) and n.id == name and not isinstance(n.ctx, ast.Store) for n in ast.walk(node))
-
-
-def _may_bind(node: ast.AST, name: str) -> bool:
-    for n in ast.walk(node):
-        if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store):
-            return True
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name:
-            return True
-        if isinstance(n, ast.alias) and (n.asname or n.name).split(".")[0] == name:
-            return True
-    return False
-
-
 class Liveness:
-    """Dead allocations of one function."""
+    """Dead allocations of one function, from its flow's one walk."""
 
-    def __init__(self, function: FunctionNode, parents: dict[ast.AST, ast.AST]) -> None:
-        self.function = function
-        self.parents = parents
-        self.opaque: set[str] = set()  # names something else may read
-        for node in ast.walk(function):
-            if isinstance(node, (ast.Global, ast.Nonlocal)):
-                self.opaque.update(node.names)
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)) and node is not function:
-                self.opaque.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _INTROSPECTION:
-                self.opaque.add("*")
+    def __init__(self, flow: FunctionFlow) -> None:
+        self.flow = flow
+        self.function = flow.function
+        self.parents = flow.parents
+        # Names a closure, a nested class or `global`/`nonlocal` may read or rebind.
+        self.opaque: set[str] = set(flow.globals)
+        for scope in flow.scopes:
+            self.opaque.update(n.id for n in ast.walk(scope) if isinstance(n, ast.Name))
+        self._within: dict[tuple[str, bool], set[ast.AST]] = {}
+
+    def _statements_that(self, name: str, read: bool) -> set[ast.AST]:
+        """The nodes (statements and blocks) that contain a read (or a binding) of ``name``."""
+        key = (name, read)
+        if key not in self._within:
+            found: set[ast.AST] = set()
+            for node in (self.flow.loads if read else self.flow.binders).get(name, ()):
+                while node is not None and node not in found and node is not self.function:
+                    found.add(node)
+                    node = self.parents.get(node)
+            self._within[key] = found
+        return self._within[key]
 
     def dead(self, call: ast.Call) -> Optional[str]:
         """Why the value of ``call`` (an allocation in this function) is never read, or
         None when it may be."""
-        if "*" in self.opaque:
+        if self.flow.introspects:
             return None
         node = call
         parent = self.parents.get(node)
@@ -94,25 +85,26 @@ class Liveness:
             return None
         if name in self.opaque or name == "_":
             return None
-        if not any(_reads(stmt, name) for stmt in self.function.body):
+        if not self.flow.loads.get(name):
             return f"`{name}` is never read"
         return self._dead_after(parent, name)
 
     def _dead_after(self, statement: ast.stmt, name: str) -> Optional[str]:
         if self._handlers_read(statement, name):
             return None
+        reads, binds = self._statements_that(name, True), self._statements_that(name, False)
         while True:
             block = self._block_of(statement)
             if block is None:
                 return None
             for later in block[block.index(statement) + 1 :]:
-                if _reads(later, name):
+                if later in reads:
                     return None
                 if isinstance(later, (ast.Assign, ast.AnnAssign)) and later.value is not None:
                     targets = later.targets if isinstance(later, ast.Assign) else [later.target]
                     if any(_binds(t, name) for t in targets):
                         return f"`{name}` is rebound on line {later.lineno} before it is read"
-                if _may_bind(later, name):
+                if later in binds:
                     return None  # rebound on some paths only
             if block is self.function.body:
                 return f"`{name}` is not read before the function ends"
@@ -133,10 +125,11 @@ class Liveness:
 
     def _handlers_read(self, statement: ast.stmt, name: str) -> bool:
         """Whether an enclosing `try` may read the name on an exception path."""
+        reads = self._statements_that(name, True)
         child, parent = statement, self.parents.get(statement)
         while parent is not None and parent is not self.function:
             if isinstance(parent, ast.Try) and child in parent.body:
-                if any(_reads(h, name) for h in parent.handlers) or any(_reads(s, name) for s in parent.finalbody):
+                if any(h in reads for h in parent.handlers) or any(s in reads for s in parent.finalbody):
                     return True
             child, parent = parent, self.parents.get(parent)
         return False

@@ -83,13 +83,15 @@ def analyze(
     package: tuple[str, ...] = (),
     exports: Optional[Mapping[str, Mapping[str, frozenset[str]]]] = None,
     others: Optional[OtherModules] = None,
+    setup: Optional[Mapping[str, str]] = None,
 ) -> ModuleFacts:
     """The facts of one module; ``others`` reads the modules it imports, for what their
-    functions do with the tensors they are given."""
+    functions do with the tensors they are given; ``setup`` names the functions the whole
+    tree reaches only from set-up code (`program.setup_functions`)."""
     exports = exports or {}
     # A module where no identifier is a factory (or an alias another module exports) has no site.
     watch = ALL_FACTORY_NAMES | {name for aliases in exports.values() for name in aliases}
-    index = ModuleIndex(tree, options, package, exports, watch)
+    index = ModuleIndex(tree, options, package, exports, watch, setup)
     effects = CallEffects(index, others)
     sites = SiteFinder(index, effects).sites() if index.mentions_watched else []
     return ModuleFacts(index, effects, sites)

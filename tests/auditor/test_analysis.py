@@ -3,6 +3,7 @@
 What AA101 reports and which of its sites `fix` may rewrite are the rule's own cases
 (auditor/rules/workspace_allocation.py)."""
 
+from pathlib import Path
 import textwrap
 
 import pytest
@@ -329,3 +330,39 @@ def test_a_function_of_another_module_of_the_tree_decides_what_its_result_holds(
     again = scan([str(layer)], settings, cache_dir=cache)
     assert again.cache_hits == 0
     assert [(f.line, f.code) for f in again.findings] == [(5, "AA102"), (9, "AA102")]
+
+
+def test_a_function_the_tree_calls_only_from_weight_loading_is_set_up(tmp_path):
+    package = tmp_path / "moe"
+    (package / "oracle").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "oracle" / "__init__.py").write_text("")
+    (package / "ep.py").write_text(
+        "import torch\n"
+        "def _dequant_rows(packed, scale):\n"
+        "    values = torch.empty(packed.shape[0], packed.shape[1] * 2, dtype=torch.float32, device=packed.device)\n"
+        "    values[:, ::2] = packed & 15\n"
+        "    return (values * scale).to(torch.bfloat16)\n"
+        "def ep_weights(w13, scale):\n"
+        "    return _dequant_rows(w13, scale)\n"
+        "def forward_tokens(x):\n"
+        "    ws = torch.empty(x.shape, device=x.device)\n"
+        "    kernel(x, ws)\n"
+        "    return x\n"
+    )
+    oracle = package / "oracle" / "fp4.py"
+    oracle.write_text(
+        "def convert_weight_to_ep_format(layer):\n"
+        "    from moe.ep import ep_weights\n"
+        "    layer.w13 = ep_weights(layer.w13, layer.scale)\n"
+    )
+    settings = Settings(select=("AA101", "AA103"))
+    cache = tmp_path / "cache"
+    for _ in range(2):  # the second scan reads both passes from the cache
+        found = scan([str(package)], settings, cache_dir=cache)
+        assert [(Path(f.path).name, f.line, f.code) for f in found.findings] == [("ep.py", 3, "AA103"), ("ep.py", 9, "AA101")]
+        assert "only called from set-up code" in found.findings[0].message
+    # A per-call caller anywhere in the tree makes it per call again.
+    oracle.write_text(oracle.read_text() + "def apply(layer, x):\n    from moe.ep import ep_weights\n    return ep_weights(x, layer.scale)\n")
+    found = scan([str(package)], settings, cache_dir=cache)
+    assert [(Path(f.path).name, f.line, f.code) for f in found.findings] == [("ep.py", 3, "AA101"), ("ep.py", 9, "AA101")]
