@@ -160,16 +160,18 @@ class FunctionFlow:
 
     # -- the public question ----------------------------------------------------------
 
-    def escape_of(self, value: ast.AST) -> FlowResult:
-        """How ``value`` (an expression in this function) outlives the call, if it does."""
-        return self._follow([(value, None, None)])
+    def escape_of(self, value: ast.AST, element: Optional[int] = None) -> FlowResult:
+        """How ``value`` (an expression in this function) outlives the call, if it does.
+        ``element``: only that element of ``value`` (a tuple a call returns)."""
+        return self._follow([(value, None, None, element)])
 
     def escape_of_parameter(self, name: str) -> FlowResult:
         """How the argument bound to parameter ``name`` outlives a call of this function."""
         return self._follow([], [(name, self.function)])
 
     def _follow(self, worklist, bound=()) -> FlowResult:
-        # Items: (expression, closure it was captured by, unknown callee it came through).
+        # Items: (expression, closure it was captured by, unknown callee it came through,
+        # the element of the expression's tuple that holds the value or None).
         seen: set[tuple[str, bool]] = set()
         uncertain: Optional[Escape] = None
         container: Optional[str] = None
@@ -177,11 +179,11 @@ class FunctionFlow:
         pending_names = [(name, via, None, None) for name, via in bound]
         while worklist or pending_names:
             if worklist:
-                expr, closure, through = worklist.pop()
-                escape, names, onward = self._consumer(expr)
+                expr, closure, through, element = worklist.pop()
+                escape, names, onward = self._consumer(expr, element)
                 if onward is not None:
                     call, callee = onward
-                    worklist.append((call, closure, through or callee))
+                    worklist.append((call, closure, through or callee, None))
                 if escape is not None:
                     if closure is not None:
                         escape = Escape(escape.kind, f"captured by closure `{closure}`, which is {escape.how}", escape.target, escape.statement)
@@ -209,10 +211,10 @@ class FunctionFlow:
             for use in self.loads.get(name, ()):
                 found = self._closure_uses(use)
                 if found is None:
-                    worklist.append((use, closure, through))
+                    worklist.append((use, closure, through, None))
                 else:
                     nested_name, uses = found
-                    worklist.extend((u, nested_name, through) for u in uses)
+                    worklist.extend((u, nested_name, through, None) for u in uses)
         if certain:
             stores = tuple(e for e in certain if e.kind in ("stored", "global", "appended"))
             returns = tuple(e for e in certain if e.kind == "returned")

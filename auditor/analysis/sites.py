@@ -292,10 +292,37 @@ class SiteFinder:
             if guard is not None:
                 return INIT, f"one-off lazy init guarded by `if {unparse(guard)}`"
         if escape.kind == "returned" and info.workspace_helper:
+            leaves = self._let_out_by_callers(flow.function, result.returns, set())
+            if leaves is not None:
+                return ESCAPES, leaves
             return WORKSPACE, "a workspace helper hands it to its caller"
         if escape.how == "returned":  # returned directly, not through a closure
             return ESCAPES, self._returned_how(call, flow)
         return ESCAPES, escape.how
+
+    def _let_out_by_callers(self, helper: FunctionNode, returns: tuple[Escape, ...], seen: set[FunctionNode]) -> Optional[str]:
+        """How a caller in this module lets the result of ``helper`` (a workspace helper
+        returning the allocation as ``returns`` say) outlive its own call, or None. A caller
+        that is a workspace helper too hands it on: its callers decide."""
+        seen.add(helper)
+        elements = {e.position for e in returns}
+        for call in self.index.calls:
+            caller = self.index.owner(call)
+            if caller is None or caller in seen or self.index.local_callee(call) is not helper:
+                continue
+            caller_info = self.index.functions.info.get(caller)
+            for element in elements:
+                found = self.effects.flow(caller).escape_of(call, element)
+                if found.escape is None:
+                    continue
+                if found.escape.kind == "returned" and caller_info is not None and caller_info.workspace_helper:
+                    onward = self._let_out_by_callers(caller, found.returns, seen)
+                    if onward is None:
+                        continue
+                    return onward
+                name = caller_info.qualname if caller_info is not None else caller.name
+                return f"a workspace helper's result, which `{name}` lets out: {found.escape.how}"
+        return None
 
     def _returned_how(self, call: ast.Call, flow: FunctionFlow) -> str:
         """Evidence for a returned value; names the optional-output idiom where it applies."""

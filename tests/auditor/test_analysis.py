@@ -366,3 +366,26 @@ def test_a_function_the_tree_calls_only_from_weight_loading_is_set_up(tmp_path):
     oracle.write_text(oracle.read_text() + "def apply(layer, x):\n    from moe.ep import ep_weights\n    return ep_weights(x, layer.scale)\n")
     found = scan([str(package)], settings, cache_dir=cache)
     assert [(Path(f.path).name, f.line, f.code) for f in found.findings] == [("ep.py", 3, "AA101"), ("ep.py", 9, "AA101")]
+
+
+@pytest.mark.parametrize(
+    "caller, code",
+    [
+        ("    ws, out = make_workspace(x)\n    k(x, ws, out)\n    return out.view(-1)\n", "AA102"),  # a view of its result leaves
+        ("    ws, out = outer_workspace(x)\n    k(x, ws)\n    return out\n", "AA102"),  # through a second helper
+        ("    ws, out = make_workspace(x)\n    self.last = ws\n", "AA102"),  # stored
+        ("    ws, out = make_workspace(x)\n    k(x, ws, out)\n    return x\n", "AA101"),  # used and dropped
+        ("    ws, out = outer_workspace(x)\n    k(x, ws, out)\n", "AA101"),
+    ],
+)
+def test_a_workspace_helpers_result_is_a_workspace_unless_a_caller_lets_it_out(caller, code):
+    source = (
+        "import torch\n"
+        "def make_workspace(x):\n"
+        "    ws = torch.empty(x.shape[0] * 2, device='cuda')\n"
+        "    return ws, ws[: x.shape[0]]\n"
+        "def outer_workspace(x):\n"
+        "    return make_workspace(x)\n"
+        "def forward(self, x):\n" + caller
+    )
+    assert [(f.line, f.code) for f in findings(source)] == [(3, code)]
