@@ -9,6 +9,7 @@ same calls again by position.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import multiprocessing
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional
 
 from allocaudit.auditor.analysis.devices import CONFIDENCE_ORDER
+from allocaudit.auditor.analysis.fix_safety import SAFE, UNSAFE
 from allocaudit.auditor.discovery import GlobSet, discover
 from allocaudit.auditor.findings import FileError, Finding, ScanResult
 from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE, FixAvailability, Report
@@ -30,14 +32,19 @@ from allocaudit.auditor.rules.unused_suppression import UnusedSuppression
 from allocaudit.auditor.progress import ProgressBar
 from allocaudit.auditor.project import Resolver
 from allocaudit.auditor.settings import Settings, ignored_codes
+from allocaudit.auditor.analysis.index import ModuleIndex
+from allocaudit.auditor.analysis.modules import OtherModules
+from allocaudit.auditor.analysis.program import ModuleCalls, by_dotted_suffix, module_calls, setup_functions
 from allocaudit.auditor.analysis.sites import analyze, module_exports
 from allocaudit.auditor.source import SourceError, decode, parse, read_bytes
 from allocaudit.auditor.suppression import Directive, Suppressions
 
-CACHE_VERSION = "2"
-# A file that names no factory cannot hold an allocation site: skip it unparsed. Plain
-# substring tests run at memory speed; a regular expression over 75 MB takes seconds.
-FACTORY_HINTS = (b".empty", b".zeros", b".ones", b".full", b".new_", b"from torch import")
+CACHE_VERSION = "5"
+# A file that names no factory cannot hold an allocation site: skip it unparsed. One that
+# calls the runtime (`get_empty`, `get_empty_like`: what `fix` wrote) may request one name
+# twice (AA206). Plain substring tests run at memory speed; a regular expression over 75 MB
+# takes seconds.
+FACTORY_HINTS = (b".empty", b".zeros", b".ones", b".full", b".new_", b"from torch import", b"get_empty")
 # A factory named but not called (`alloc = torch.empty`, `from torch import zeros as z`):
 # the file may define an alias that other modules import. Both start with a literal,
 # which the regex engine scans for quickly.
@@ -46,6 +53,7 @@ EXPORT_HINTS = (
     re.compile(rb"from torch import[^\n]*\b(?:empty|zeros|ones|full)\b"),
 )
 Exports = Mapping[str, Mapping[str, frozenset[str]]]
+Setup = Mapping[tuple[str, ...], Mapping[str, str]]  # module parts -> functions set-up through the tree's callers
 
 
 def may_allocate(data: bytes) -> bool:
@@ -70,8 +78,7 @@ def package_parts(path: str) -> tuple[str, ...]:
 def collect_exports(sources: Mapping[str, bytes]) -> dict[str, dict[str, frozenset[str]]]:
     """Factory aliases defined at module level, keyed by every dotted suffix of the module,
     so that relative and absolute imports inside the scanned tree both find them."""
-    by_suffix: dict[str, dict[str, frozenset[str]]] = {}
-    ambiguous: set[str] = set()
+    found: list[tuple[tuple[str, ...], dict[str, frozenset[str]]]] = []
     for path, data in sources.items():
         if not may_export(data):
             continue
@@ -82,15 +89,8 @@ def collect_exports(sources: Mapping[str, bytes]) -> dict[str, dict[str, frozens
         aliases = module_exports(tree, package_parts(path))
         if not aliases:
             continue
-        parts = module_parts(path)
-        for i in range(len(parts)):
-            key = ".".join(parts[i:])
-            if key in by_suffix and by_suffix[key] != aliases:
-                ambiguous.add(key)
-            by_suffix[key] = aliases
-    for key in ambiguous:
-        del by_suffix[key]
-    return by_suffix
+        found.append((module_parts(path), aliases))
+    return by_dotted_suffix(found)
 
 
 def _char_col(lines: list[str], lineno: int, byte_col: int) -> int:
@@ -107,6 +107,10 @@ def _finding(path: str, lines: list[str], rule, report: Report) -> Finding:
     node, site = report.node, report.site
     offers_fix = rule.FIX is not FixAvailability.NONE
     line, end_line = node.lineno, getattr(node, "end_lineno", None) or node.lineno
+    fixable = bool(offers_fix and (report.fixable if report.fixable is not None else site and site.fixable))
+    # A rule may fix what is no workspace (AA104 deletes a dead allocation): the site's
+    # unsafe uses only matter for a fix that keeps the buffer.
+    unsafe_reason = site.unsafe_reason if fixable and site and site.fixable else None
     return Finding(
         path=path,
         line=line,
@@ -121,12 +125,44 @@ def _finding(path: str, lines: list[str], rule, report: Report) -> Finding:
         site_class=site.site_class if site else None,
         function=site.qualname if site else None,
         confidence=(site.device.confidence if site else None) or "high",
-        fixable=bool(site and offers_fix and site.fixable),
-        not_fixable_reason=(site.not_fixable_reason if site and offers_fix else None),
+        fixable=fixable,
+        not_fixable_reason=(
+            None if not offers_fix else report.not_fixable_reason if report.fixable is not None else site.not_fixable_reason if site else None
+        ),
         notes=site.notes if site else (),
-        fix_safety=(site.fix_safety if site and offers_fix else None),
-        unsafe_reason=(site.unsafe_reason if site and offers_fix and site.fixable else None),
+        fix_safety=(None if not fixable else UNSAFE if unsafe_reason else SAFE),
+        unsafe_reason=unsafe_reason,
     )
+
+
+_trees: dict[str, tuple[tuple[int, int], str, ast.Module]] = {}
+
+
+def _read_module(max_size: int):
+    """How the analysis reads a module a scanned file imports: (content digest, tree), or
+    None when it cannot be read as Python; each file parsed once per process while it is
+    unchanged."""
+
+    def read(path: str) -> Optional[tuple[str, ast.Module]]:
+        try:
+            info = os.stat(path)
+            stamp = (info.st_mtime_ns, info.st_size)
+            cached = _trees.get(path)
+            if cached is not None and cached[0] == stamp:
+                return cached[1], cached[2]
+            data = read_bytes(path, max_size)
+            tree = parse(decode(data), path)
+        except (OSError, SourceError):
+            return None
+        digest = _digest(data)
+        _trees[path] = (stamp, digest, tree)
+        return digest, tree
+
+    return read
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 UNUSED_SUPPRESSION, UNPARSABLE = UnusedSuppression.CODE, UnparsableFile.CODE
@@ -139,6 +175,15 @@ def scan_source(path: str, data: bytes, settings: Settings, exports: Optional[Ex
     """Findings for one file's bytes. Raises SourceError when the file cannot be read as
     Python (with AA999 on, reports it instead). ``analyse`` False only checks that it parses
     (the prefilter ruled out allocation findings)."""
+    return _scan_source(path, data, settings, exports, analyse)[0]
+
+
+def _scan_source(
+    path: str, data: bytes, settings: Settings, exports: Optional[Exports], analyse: bool, setup: Optional[Mapping[str, str]] = None
+) -> tuple[list[Finding], dict[str, str], Optional[ModuleCalls]]:
+    """scan_source, the other files the findings depend on (path -> content digest), and
+    the module's summary for the tree's call graph (None when it does not parse).
+    ``setup``: the functions of this module the tree reaches only from set-up code."""
     codes = settings.enabled_codes()
     try:
         text = decode(data)
@@ -146,16 +191,22 @@ def scan_source(path: str, data: bytes, settings: Settings, exports: Optional[Ex
     except SourceError as exc:
         if UNPARSABLE not in codes:
             raise
-        return [Finding(path, exc.line, exc.col, exc.line, exc.col, UNPARSABLE, str(exc), confidence="high")]
+        return [Finding(path, exc.line, exc.col, exc.line, exc.col, UNPARSABLE, str(exc), confidence="high")], {}, None
     reported = []
+    depends: dict[str, str] = {}
     if analyse:
-        facts = analyze(tree, settings.analysis_options(), package_parts(path), exports)
+        others = OtherModules(path, settings.analysis_options(), _read_module(settings.max_file_size))
+        facts = analyze(tree, settings.analysis_options(), package_parts(path), exports, others, setup)
+        depends = others.dependencies()
+        calls = module_calls(facts.index)
         lines = text.splitlines()
         for rule in ALL_RULES:
             if rule.CODE in codes:
                 reported += [_finding(path, lines, rule, report) for report in rule().check(facts)]
+    else:
+        calls = module_calls(ModuleIndex(tree, settings.analysis_options(), package_parts(path)))
     if not reported and UNUSED_SUPPRESSION not in codes:
-        return []
+        return [], depends, calls
     suppressions = Suppressions.of(text, data)
     minimum = CONFIDENCE_ORDER[settings.min_confidence]
     findings = []
@@ -177,7 +228,7 @@ def scan_source(path: str, data: bytes, settings: Settings, exports: Optional[Ex
             if not any(d.codes and UNUSED_SUPPRESSION in d.codes for d in by):
                 findings.append(_unused(path, directive, code, codes))
     findings.sort(key=lambda f: (f.line, f.col, f.code))
-    return findings
+    return findings, depends, calls
 
 
 def _unused(path: str, directive: Directive, code: str, enabled: frozenset[str]) -> Finding:
@@ -240,19 +291,32 @@ class ResultCache:
         digest.update(exports_digest.encode())
         return digest.hexdigest()
 
-    def get(self, key: str) -> Optional[tuple[list[Finding], Optional[str]]]:
-        """(findings, error reason) stored for ``key``, or None."""
+    def get(self, key: str) -> Optional[tuple[list[Finding], Optional[str], Optional[ModuleCalls]]]:
+        """(findings, error reason) stored for ``key``, or None; None too when a file the
+        findings depend on (a module the scanned one imports) has changed since."""
         entry = self.entries.get(key)
         if entry is None:
             return None
+        for path, digest in entry.get("depends", {}).items():
+            try:
+                with open(path, "rb") as handle:
+                    if _digest(handle.read()) != digest:
+                        return None
+            except OSError:
+                return None
         if entry.get("seen") != self.today:  # stamped once a day, not rewritten on every hit
             entry["seen"] = self.today
             self.dirty = True
         findings = [Finding(**{**row, "notes": tuple(row.get("notes", ()))}) for row in entry.get("findings", ())]
-        return findings, entry.get("error")
+        calls = ModuleCalls.from_dict(entry["calls"]) if "calls" in entry else None
+        return findings, entry.get("error"), calls
 
-    def put(self, key: str, findings: list[Finding], error: Optional[str]) -> None:
+    def put(self, key: str, findings: list[Finding], error: Optional[str], depends: Mapping[str, str], calls: Optional[ModuleCalls]) -> None:
         entry: dict = {"error": error} if error is not None else {"findings": [f.to_dict() for f in findings]}
+        if depends:
+            entry["depends"] = dict(depends)
+        if calls is not None:
+            entry["calls"] = calls.to_dict()
         entry["seen"] = self.today
         self.entries[key] = entry
         self.dirty = True
@@ -297,34 +361,39 @@ class ResultCache:
 _worker_state: dict = {}
 
 
-def _init_worker(settings: list[Settings], exports: Exports) -> None:
+def _init_worker(settings: list[Settings], exports: Exports, setup: Setup) -> None:
     _worker_state["settings"] = settings
     _worker_state["exports"] = exports
+    _worker_state["setup"] = setup
 
 
-def _init_pool_worker(settings: list[Settings], exports: Exports) -> None:
+def _init_pool_worker(settings: list[Settings], exports: Exports, setup: Setup) -> None:
     # Ctrl-C reaches every process of the terminal's group: the parent stops the pool,
     # and the workers are not to print a traceback each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _init_worker(settings, exports)
+    _init_worker(settings, exports, setup)
 
 
 Job = tuple[str, bytes, bool, int]  # path, bytes, whether to analyse, index of its settings
 
 
-def _scan_one(job: Job) -> tuple[str, list[Finding], Optional[str]]:
+def _scan_one(job: Job) -> tuple[str, list[Finding], Optional[str], dict[str, str], Optional[ModuleCalls]]:
     path, data, analyse, index = job
     try:
-        return path, scan_source(path, data, _worker_state["settings"][index], _worker_state["exports"], analyse), None
+        setup = _worker_state["setup"].get(module_parts(path))
+        findings, depends, calls = _scan_source(path, data, _worker_state["settings"][index], _worker_state["exports"], analyse, setup)
+        return path, findings, None, depends, calls
     except SourceError as exc:
-        return path, [], str(exc)
+        return path, [], str(exc), {}, None
     except Exception as exc:  # a bug of ours must not stop the scan of other files
-        return path, [], f"internal error while analysing: {type(exc).__name__}: {exc}"
+        return path, [], f"internal error while analysing: {type(exc).__name__}: {exc}", {}, None
 
 
-def _run_jobs(jobs: list[Job], settings: list[Settings], exports: Exports, processes: int, progress: Optional[Callable[[], None]]):
+def _run_jobs(
+    jobs: list[Job], state: tuple[list[Settings], Exports, Setup], processes: int, progress: Optional[Callable[[], None]] = None
+):
     if processes <= 1 or len(jobs) < 16:
-        _init_worker(settings, exports)
+        _init_worker(*state)
         for job in jobs:
             yield _scan_one(job)
             if progress:
@@ -334,7 +403,7 @@ def _run_jobs(jobs: list[Job], settings: list[Settings], exports: Exports, proce
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     # Largest files first, so that no worker is left with a big one at the end.
     jobs = sorted(jobs, key=lambda job: -len(job[1]))
-    with context.Pool(processes, initializer=_init_pool_worker, initargs=(settings, exports)) as pool:
+    with context.Pool(processes, initializer=_init_pool_worker, initargs=state) as pool:
         for result in pool.imap_unordered(_scan_one, jobs, chunksize=max(1, len(jobs) // (processes * 16))):
             yield result
             if progress:
@@ -383,45 +452,80 @@ def scan_files(
     alias_names = sorted({name for aliases in exports.values() for name in aliases})
     alias_filter = re.compile(rb"\b(?:" + b"|".join(re.escape(n.encode()) for n in alias_names) + rb")\b") if alias_names else None
     caches: dict[str, ResultCache] = {}
+    processes = jobs or os.cpu_count() or 1
+
+    def cache_of(index: int) -> Optional[ResultCache]:
+        if cache_dir is None:
+            return None
+        fingerprint = by_index[index].fingerprint()
+        return caches.get(fingerprint) or caches.setdefault(fingerprint, ResultCache(cache_dir, fingerprint))
+
+    # First pass: every file is parsed (a file that does not parse is an error row) and
+    # summarised for the tree's call graph; the files that pass the prefilter are analysed
+    # with what their own module says of its functions.
+    done: dict[str, tuple[list[Finding], Optional[str]]] = {}
+    summaries: dict[tuple[str, ...], ModuleCalls] = {}
     todo: list[Job] = []
-    keys: dict[str, tuple[ResultCache, str]] = {}
     for path, (data, index) in sources.items():
-        # Every file is parsed (a file that does not parse is an error row); only the
-        # files that pass the prefilter are analysed.
         analyse = may_allocate(data) or bool(alias_filter and alias_filter.search(data))
         result.files_analysed += analyse
-        if cache_dir is not None:
-            fingerprint = by_index[index].fingerprint()
-            cache = caches.get(fingerprint) or caches.setdefault(fingerprint, ResultCache(cache_dir, fingerprint))
-            keys[path] = cache, ResultCache.key(path, data, exports_digest)
-            cached = cache.get(keys[path][1])
-            if cached is not None:
-                result.cache_hits += 1
-                findings, error = cached
-                result.findings.extend(_kept(findings, path, by_index[index]))
-                if error is not None:
-                    result.errors.append(FileError(path, error))
-                continue
+        cache = cache_of(index)
+        cached = cache.get(ResultCache.key(path, data, exports_digest)) if cache is not None else None
+        if cached is not None:
+            result.cache_hits += 1
+            done[path] = cached[0], cached[1]
+            if cached[2] is not None:
+                summaries[module_parts(path)] = cached[2]
+            continue
         todo.append((path, data, analyse, index))
-
-    processes = jobs or os.cpu_count() or 1
     bar = ProgressBar("scanning", len(todo)) if show_progress and len(todo) >= 200 else None
     try:
-        for path, findings, error in _run_jobs(todo, by_index, exports, processes, bar.advance if bar else None):
-            if error is not None:
-                result.errors.append(FileError(path, error))
-            result.findings.extend(_kept(findings, path, by_index[sources[path][1]]))
-            if path in keys:
-                cache, key = keys[path]
-                cache.put(key, findings, error)
+        for path, findings, error, depends, calls in _run_jobs(todo, (by_index, exports, {}), processes, bar.advance if bar else None):
+            done[path] = findings, error
+            if calls is not None:
+                summaries[module_parts(path)] = calls
+            data, index = sources[path]
+            cache = cache_of(index)
+            if cache is not None:
+                cache.put(ResultCache.key(path, data, exports_digest), findings, error, depends, calls)
     finally:
         if bar:
             bar.close()
+
+    # Second pass: the modules whose functions the whole tree reaches only from set-up
+    # code (a caller in another module decides) are analysed again, knowing that.
+    setup = setup_functions(summaries)
+    todo = []
+    for path, (data, index) in sources.items():
+        learnt = setup.get(module_parts(path))
+        if not learnt or path not in done or done[path][1] is not None:
+            continue
+        cache = cache_of(index)
+        cached = cache.get(_learnt_key(path, data, exports_digest, learnt)) if cache is not None else None
+        if cached is not None:
+            done[path] = cached[0], cached[1]
+        else:
+            todo.append((path, data, True, index))
+    for path, findings, error, depends, _ in _run_jobs(todo, (by_index, exports, setup), processes):
+        done[path] = findings, error
+        data, index = sources[path]
+        cache = cache_of(index)
+        if cache is not None:
+            cache.put(_learnt_key(path, data, exports_digest, setup[module_parts(path)]), findings, error, depends, None)
+    for path, (findings, error) in done.items():
+        result.findings.extend(_kept(findings, path, by_index[sources[path][1]]))
+        if error is not None:
+            result.errors.append(FileError(path, error))
     for cache in caches.values():
         cache.save()
     result.findings.sort(key=lambda f: (f.path, f.line, f.col, f.code))
     result.errors.sort(key=lambda e: e.path)
     return result
+
+
+def _learnt_key(path: str, data: bytes, exports_digest: str, learnt: Mapping[str, str]) -> str:
+    """The cache key of a module analysed with what the tree's callers say of its functions."""
+    return ResultCache.key(path, data, exports_digest + repr(sorted(learnt.items())))
 
 
 def _kept(findings: list[Finding], path: str, settings: Settings) -> list[Finding]:

@@ -1,12 +1,18 @@
-"""`allocaudit fix --all` over whole source trees, as a new user would run it, then checks.
+"""`allocaudit fix` over source trees, as a new user would run it, then checks.
 
-For each tree: copy it, run `allocaudit fix --all` (timed, no cache), compile every file it
-wrote, run `fix` again (must change nothing), run `allocaudit unfix --all` (timed) and
-compare each restored file with the original (equal ASTs after the normal form of
-`allocaudit.rewrites.equivalence`; identical ASTs counted too). Prints files and sites
-rewritten, sites skipped by reason, and the times.
+For each tree: copy it, run `allocaudit fix --all` (timed, no cache; `--default-scope`
+leaves out `--all`, `--target` names the folder of the copy to run on, e.g. the MoE layers),
+compile every file it wrote, run `fix` again (must change nothing), run `allocaudit unfix`
+(timed) and compare each restored file with the original (equal ASTs after the normal form
+of `allocaudit.rewrites.equivalence`; identical ASTs counted too). Prints files and sites
+rewritten, sites skipped by reason, and the times; `--sites FILE` also writes the AA101
+and AA104 findings of the untouched copy (the scan `fix` runs, as JSON), to compare two versions.
+Dead allocations that `fix` deletes (AA104, listed first by `fix --check`) are left out of
+the original before it is compared with what `unfix` restored.
 
     python benchmarks/codemod_trees.py /work/ext/vllm-0.33.0 --work /work/ext/codemod-run
+    python benchmarks/codemod_trees.py /work/ext/vllm --target vllm/model_executor/layers/fused_moe \
+        --default-scope --work /work/ext/codemod-run --sites fused_moe.json
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 from allocaudit.rewrites.equivalence import equivalent
 
 ROW = re.compile(r"^(?P<path>.+?):(?P<line>\d+):(?P<col>\d+): skipped: (?P<reason>.*)$")
+PENDING = re.compile(r"^(?P<path>.+?):(?P<line>\d+):(?P<col>\d+): would rewrite (?P<what>.*)$")
 SUMMARY = re.compile(r"^(?:Fixed|Restored) (?P<sites>\d+) sites? in (?P<files>\d+) files?")
 
 
@@ -45,7 +52,7 @@ def reason_group(reason: str) -> str:
     return re.sub(r"`[^`]*`", "`…`", reason)
 
 
-def run_tree(source: Path, work: Path, exclude: list[str]) -> dict:
+def run_tree(source: Path, work: Path, exclude: list[str], target: str = "", scope: tuple[str, ...] = ("--all",), sites: Path | None = None) -> dict:
     tree = work / source.name
     if tree.exists():
         shutil.rmtree(tree)
@@ -54,8 +61,19 @@ def run_tree(source: Path, work: Path, exclude: list[str]) -> dict:
         globs = ", ".join(f'"{g}"' for g in exclude)
         (tree / "pyproject.toml").write_text(f"[tool.allocaudit]\nextend-exclude = [{globs}]\n")
     before = snapshot(tree)
+    where = str(tree / target) if target else str(tree)
+    if sites is not None:
+        listing, _ = allocaudit("scan", *scope, "--no-cache", "--select", "AA101,AA104", "--format", "json", "--exit-zero", where)
+        sites.write_text(listing.stdout)
 
-    fix, fix_s = allocaudit("fix", "--all", "--no-cache", str(tree))
+    # The dead allocations fix deletes (AA104), by file: unfix does not bring them back.
+    check, _ = allocaudit("fix", *scope, "--no-cache", "--check", where)
+    deleted: dict[str, list[int]] = {}
+    for m in map(PENDING.match, check.stdout.splitlines()):
+        if m and m["what"].endswith("deleted: never read"):
+            deleted.setdefault(os.path.abspath(m["path"]), []).append(int(m["line"]))
+
+    fix, fix_s = allocaudit("fix", *scope, "--no-cache", where)
     print(f"{source.name}: fix --all took {fix_s:.1f} s", file=sys.stderr, flush=True)
     summary = next((m for m in map(SUMMARY.match, fix.stdout.splitlines()) if m), None)
     skipped = Counter(reason_group(m["reason"]) for m in map(ROW.match, fix.stdout.splitlines()) if m)
@@ -71,10 +89,10 @@ def run_tree(source: Path, work: Path, exclude: list[str]) -> dict:
             except py_compile.PyCompileError as exc:
                 compile_failures.append(f"{path}: {exc.msg}")
 
-    again, again_s = allocaudit("fix", "--all", "--no-cache", str(tree))
+    again, again_s = allocaudit("fix", *scope, "--no-cache", where)
     second_changed = sorted(p for p, data in snapshot(tree).items() if after.get(p) != data)
 
-    unfix, unfix_s = allocaudit("unfix", "--all", str(tree))
+    unfix, unfix_s = allocaudit("unfix", *scope, where)
     unfix_skipped = Counter(reason_group(m["reason"]) for m in map(ROW.match, unfix.stdout.splitlines()) if m)
     restored = snapshot(tree)
     identical_ast = equivalent_files = 0
@@ -83,7 +101,7 @@ def run_tree(source: Path, work: Path, exclude: list[str]) -> dict:
         original, back = before[path].decode("utf-8", "surrogateescape"), restored[path].decode("utf-8", "surrogateescape")
         if ast.dump(ast.parse(original)) == ast.dump(ast.parse(back)):
             identical_ast += 1
-        if equivalent(original, back):
+        if equivalent(original, back, deleted.get(os.path.abspath(path), ())):
             equivalent_files += 1
         else:
             differences.append(path)
@@ -118,12 +136,16 @@ def main() -> None:
     parser.add_argument("trees", nargs="+", type=Path)
     parser.add_argument("--work", type=Path, required=True, help="folder for the copies (rewritten in place)")
     parser.add_argument("--exclude", action="append", default=[], help="glob to leave out (written to the copy's pyproject.toml)")
+    parser.add_argument("--target", default="", help="folder inside each tree to run on (default: the whole tree)")
+    parser.add_argument("--default-scope", action="store_true", help="run without --all: the default scope")
+    parser.add_argument("--sites", type=Path, help="write the AA101 and AA104 findings of the untouched copy here (JSON; one tree)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    scope = () if args.default_scope else ("--all",)
     for source in args.trees:
-        r = run_tree(source.resolve(), args.work, args.exclude)
+        r = run_tree(source.resolve(), args.work, args.exclude, args.target, scope, args.sites)
         print(f"== {r['tree']} ({r['python_files']} Python files)")
-        print(f"fix --all: exit {r['fix_exit']}, {r['sites_rewritten']} sites rewritten in {r['files_rewritten']} files "
+        print(f"fix {' '.join(scope)}: exit {r['fix_exit']}, {r['sites_rewritten']} sites rewritten in {r['files_rewritten']} files "
               f"({r['files_changed_on_disk']} changed on disk), {r['sites_skipped']} skipped, {r['fix_seconds']:.1f} s")
         for reason, count in r["skipped_by_reason"]:
             print(f"  {count:5d}  skipped: {reason}")
@@ -133,7 +155,7 @@ def main() -> None:
         for failure in r["compile_failures"]:
             print(f"  {failure}")
         print(f"second fix: exit {r['second_fix_exit']}, {len(r['second_fix_changed_files'])} files changed, {r['second_fix_seconds']:.1f} s")
-        print(f"unfix --all: exit {r['unfix_exit']}, {r['unfix_seconds']:.1f} s; "
+        print(f"unfix {' '.join(scope)}: exit {r['unfix_exit']}, {r['unfix_seconds']:.1f} s; "
               f"{r['unfix_equivalent']} of {r['files_changed_on_disk']} files equivalent to the original, "
               f"{r['unfix_identical_ast']} with an identical AST; other files touched: {len(r['unfix_touched_other_files'])}")
         for reason, count in r["unfix_skipped_by_reason"]:

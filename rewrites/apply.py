@@ -126,13 +126,14 @@ def _fix_file(path: str, findings: list, settings: Settings, stamp, mode: Mode, 
     result.skipped += [SiteRow(path, s.finding.line, s.finding.col, s.reason) for s in fixed.skips]
     result.held += [SiteRow(path, s.finding.line, s.finding.col, s.reason) for s in fixed.held]
     rows = [SiteRow(path, r.finding.line, r.finding.col, _rewritten(r)) for r in fixed.rewrites]
+    rows += [SiteRow(path, f.line, f.col, f"`{f.api}` deleted: never read") for f in fixed.deletions]
     if fixed.text is not None and _finish(source, fixed.text, mode, result):
         result.changed += rows
 
 
 def _rewritten(rewrite: Rewrite) -> str:
     finding = rewrite.finding
-    text = f"`{finding.api}` -> get_empty(cache_name={rewrite.cache_name!r})"
+    text = f"`{finding.api}` -> {rewrite.function}(cache_name={rewrite.cache_name!r})"
     return text + (f" (unsafe fix: {finding.unsafe_reason})" if finding.unsafe_reason else "")
 
 

@@ -5,13 +5,15 @@ where the original may have written `th.zeros(m, n, ...)`, `x.new_zeros(...)`,
 `torch.zeros_like(x, memory_format=torch.contiguous_format)` or `torch.full(s, 0)`. Both
 modules are brought to one normal form — every factory call as (zeros|empty, shape, dtype,
 device) with default arguments dropped, torch spelled `torch`, `import torch` and the
-runtime import set aside — and then compared as Python ASTs.
+runtime import set aside — and then compared as Python ASTs. A `*_like` in the input's
+layout (no memory format, or `torch.preserve_format`) is its own form (zeros_like|empty_like,
+input, dtype, device): it is not the contiguous tensor of the input's shape.
 """
 
 from __future__ import annotations
 
 import ast
-from typing import Optional
+from typing import Iterable, Optional
 
 from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, bind
 from allocaudit.auditor.analysis.syntax import arg_specs
@@ -21,16 +23,22 @@ _DEFAULTS = {
     "pin_memory": ("False", "None"),
     "out": ("None",),
     "layout": ("torch.strided",),
-    "memory_format": ("torch.contiguous_format",),
 }
+_CONTIGUOUS = "torch.contiguous_format"
+_PRESERVE = "torch.preserve_format"
 
 
-def equivalent(original: str, restored: str) -> bool:
-    return normal_form(original) == normal_form(restored)
+def equivalent(original: str, restored: str, deleted: Iterable[int] = ()) -> bool:
+    """Whether ``restored`` allocates as ``original`` does, once the assignments of
+    ``original`` on the ``deleted`` lines (dead allocations `fix` deleted) are left out."""
+    return normal_form(original, deleted) == normal_form(restored)
 
 
-def normal_form(text: str) -> str:
+def normal_form(text: str, deleted: Iterable[int] = ()) -> str:
     tree = ast.parse(text)
+    deleted = set(deleted)
+    if deleted:
+        tree = _Deleter(deleted).visit(tree)
     torch_names = {"torch"}
     factory_names: dict[str, str] = {}
     for node in ast.walk(tree):
@@ -77,10 +85,18 @@ class _Normaliser(ast.NodeTransformer):
             return None
         if bound.like is not None:
             receiver = values[bound.like]
+        kind = TORCH_FACTORIES.get(factory) or TENSOR_METHOD_FACTORIES[factory]
+        # What a call's layout is: contiguous, or (for `*_like` by default) the input's.
+        layout = "like" if kind in ("like", "full_like") else _CONTIGUOUS
         keywords = {}
         for name, index in bound.keywords.items():
             text = ast.unparse(values[index])
             if name in _DEFAULTS and text in _DEFAULTS[name]:
+                continue
+            if name == "memory_format" and text == _CONTIGUOUS:
+                layout = _CONTIGUOUS
+                continue
+            if name == "memory_format" and text == _PRESERVE and layout == "like":
                 continue
             if name in ("dtype", "device") and text == "None":
                 continue
@@ -89,7 +105,6 @@ class _Normaliser(ast.NodeTransformer):
             keywords[name] = values[index]
         if set(keywords) - {"dtype", "device"}:
             return None
-        kind = TORCH_FACTORIES.get(factory) or TENSOR_METHOD_FACTORIES[factory]
         if FILL[factory] == "fill":
             fill = values[bound.fill] if bound.fill is not None else None
             if not (isinstance(fill, ast.Constant) and fill.value == 0 and not isinstance(fill.value, complex)):
@@ -99,6 +114,15 @@ class _Normaliser(ast.NodeTransformer):
                     keywords["dtype"] = ast.parse("torch.bool", mode="eval").body
                 elif isinstance(fill.value, int):
                     keywords["dtype"] = ast.parse("torch.int64", mode="eval").body
+        name = "zeros" if FILL[factory] is not None else "empty"
+        if layout == "like":
+            if receiver is None:
+                return None
+            return ast.Call(
+                ast.Name(f"ALLOC_{name}_like", ast.Load()),
+                [receiver],
+                [ast.keyword(k, keywords[k]) for k in ("dtype", "device") if k in keywords],
+            )
         if kind in ("like", "full_like"):
             if receiver is None:
                 return None
@@ -114,12 +138,28 @@ class _Normaliser(ast.NodeTransformer):
         if receiver is not None:
             keywords.setdefault("dtype", ast.Attribute(receiver, "dtype", ast.Load()))
             keywords.setdefault("device", ast.Attribute(receiver, "device", ast.Load()))
-        name = "zeros" if FILL[factory] is not None else "empty"
         return ast.Call(
             ast.Name(f"ALLOC_{name}", ast.Load()),
             [shape],
             [ast.keyword(k, keywords[k]) for k in ("dtype", "device") if k in keywords],
         )
+
+
+class _Deleter(ast.NodeTransformer):
+    """Drops the simple statements that span any of the given lines."""
+
+    def __init__(self, lines: set[int]) -> None:
+        self.lines = lines
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(node, field, None)
+            if isinstance(block, list):
+                setattr(node, field, [s for s in block if not (isinstance(s, (ast.Assign, ast.AnnAssign)) and self._spans(s))])
+        return super().generic_visit(node)
+
+    def _spans(self, statement: ast.stmt) -> bool:
+        return any(statement.lineno <= line <= (statement.end_lineno or statement.lineno) for line in self.lines)
 
 
 def _is_set_aside(statement: ast.stmt) -> bool:

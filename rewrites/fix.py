@@ -1,11 +1,18 @@
-"""`allocaudit fix`: workspace allocations -> `get_empty` calls of the runtime cache.
+"""`allocaudit fix`: workspace allocations -> `get_empty` / `get_empty_like` calls of the runtime cache.
 
 The scan decides which sites may be rewritten (`Finding.fixable`, by the policy of
 `allocaudit.auditor.analysis.fixability`) and which rewrites are safe (`Finding.fix_safety`,
-by `allocaudit.auditor.analysis.fix_safety`; unsafe ones only with `--unsafe-fixes`); this module finds the
-same calls again in a libcst tree by position, rewrites each one with its own arguments
-as written, adds `from allocaudit.runtime import get_empty` once, and leaves every other byte alone. A site whose rewrite would change
+by `allocaudit.auditor.analysis.fix_safety`; unsafe ones only with `--unsafe-fixes`); this
+module finds the same calls again in a libcst tree by position, rewrites each one with its
+own arguments as written, adds `from allocaudit.runtime import get_empty` (and
+`get_empty_like`) once, and leaves every other byte alone. A site whose rewrite would change
 what the program does is skipped with a reason instead.
+
+`torch.empty_like(x)` keeps `x`'s layout (`memory_format=torch.preserve_format`, the
+default), and so does `get_empty_like(x, ...)`: it becomes that. With an explicit
+`memory_format=torch.contiguous_format` the result is a contiguous tensor of `x`'s shape,
+which is what `get_empty(x.shape, x.dtype, device=x.device, ...)` returns: it becomes that,
+so that the one form that says "contiguous" keeps saying it.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvide
 from allocaudit.auditor.analysis import fixability
 from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, FactoryKind, bind
 from allocaudit.auditor.findings import Finding
-from allocaudit.auditor.rules import FIXABLE_CODES
+from allocaudit.auditor.rules import FIX_KINDS, FIXABLE_CODES, FixKind
 from allocaudit.rewrites import cache_names
 from allocaudit.rewrites.syntax import (
     BoundNames,
@@ -39,7 +46,8 @@ from allocaudit.rewrites.syntax import (
 
 RUNTIME_MODULE = "allocaudit.runtime"
 RUNTIME_FUNCTION = "get_empty"
-ALIAS = "allocaudit_get_empty"
+RUNTIME_LIKE_FUNCTION = "get_empty_like"
+RUNTIME_FUNCTIONS = (RUNTIME_FUNCTION, RUNTIME_LIKE_FUNCTION)
 # Keywords whose value the scan has checked to be the default (None/False, torch.strided,
 # torch.contiguous_format): dropping them keeps the meaning.
 DEFAULT_VALUED = ("out", "requires_grad", "pin_memory", "layout", "memory_format")
@@ -49,6 +57,7 @@ DEFAULT_VALUED = ("out", "requires_grad", "pin_memory", "layout", "memory_format
 class Rewrite:
     finding: Finding
     cache_name: str
+    function: str = RUNTIME_FUNCTION  # what the call became: get_empty or get_empty_like
 
 
 @dataclass(frozen=True)
@@ -59,10 +68,12 @@ class Skip:
 
 @dataclass
 class FileFix:
-    """What `fix` does to one file: its new text (None: unchanged), the sites rewritten and skipped."""
+    """What `fix` does to one file: its new text (None: unchanged), the sites rewritten,
+    the dead allocations deleted, and the sites skipped."""
 
     text: Optional[str] = None
     rewrites: list[Rewrite] = field(default_factory=list)
+    deletions: list[Finding] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
     held: list[Skip] = field(default_factory=list)  # unsafe fixes not applied (no --unsafe-fixes), with the reason
 
@@ -82,6 +93,12 @@ class _Plan:
     dropped: list[int]
     source: Optional[cst.BaseExpression]  # receiver of new_*, input of *_like
     inferred_dtype: Optional[Literal["int64", "bool", "default"]]  # what torch.full infers from a literal fill; default dtype
+    like: bool = False  # a `*_like` in the input's layout: rewritten to get_empty_like
+    input: Optional[int] = None  # the index of a `*_like`'s input argument
+
+    @property
+    def function(self) -> str:
+        return RUNTIME_LIKE_FUNCTION if self.like else RUNTIME_FUNCTION
 
 
 class _FixError(Exception):
@@ -120,19 +137,19 @@ def fix_source(path: str, text: str, findings: Sequence[Finding], unsafe_fixes: 
     module.visit(bound)
     need_torch_import = False
     plans: list[_Plan] = []
+    deletions: dict[cst.SimpleStatementLine, Finding] = {}
     for finding in candidates:
         node = calls.get((finding.line, finding.col, finding.end_line, finding.end_col))
         if node is None:
             result.skips.append(Skip(finding, "the call is not where the scan found it (file changed during the run?)"))
             continue
         try:
-            plan = _plan(finding, node, parents, module)
+            if FIX_KINDS[finding.code] is FixKind.DELETE:
+                deletions[_deletable_statement(node, parents)] = finding
+            else:
+                plans.append(_plan(finding, node, parents, module))
         except _FixError as exc:
             result.skips.append(Skip(finding, str(exc)))
-            continue
-        plans.append(plan)
-    if not plans:
-        return result
 
     # The name torch is spelled with, for get_default_dtype() and inferred dtypes: the
     # call's own (`th.zeros`), the module's `import torch [as th]`, or a new `import torch`.
@@ -142,43 +159,67 @@ def fix_source(path: str, text: str, findings: Sequence[Finding], unsafe_fixes: 
             result.skips.append(Skip(plan.finding, "needs torch.get_default_dtype(), but `torch` names something else here"))
         elif torch_name is None:
             torch_name, need_torch_import = "torch", True
-    if not plans:
+    if not plans and not deletions:
         return result
 
-    existing = runtime_import_name(module)
-    if existing is not None:
-        function_name = existing
-    elif RUNTIME_FUNCTION not in bound.names:
-        function_name = RUNTIME_FUNCTION
-    else:
-        function_name = ALIAS
-        ordinal = 1
-        while function_name in bound.names:
-            ordinal += 1
-            function_name = f"{ALIAS}_{ordinal}"
+    # The local name of each runtime function: its existing import, else its own name,
+    # else an alias (`allocaudit_get_empty`, `allocaudit_get_empty_2`...) nothing else uses.
+    existing = {f: runtime_import_name(module, f) for f in RUNTIME_FUNCTIONS}
+    function_names: dict[str, str] = {}
+    for function in RUNTIME_FUNCTIONS:
+        candidates = (function, f"allocaudit_{function}", *(f"allocaudit_{function}_{n}" for n in range(2, 1000)))
+        function_names[function] = existing[function] or next(
+            c for c in candidates if c not in bound.names and c not in function_names.values()
+        )
 
     taken = _existing_cache_names(module)
     names = cache_names.assign([p.base_name for p in plans], taken)
     replacements: dict[cst.Call, tuple[_Plan, str]] = {p.node: (p, name) for p, name in zip(plans, names)}
-    transformer = _Transformer(replacements, function_name, torch_name)
+    transformer = _Transformer(replacements, deletions, function_names, torch_name)
     new_module = module.visit(transformer)
     for finding, reason in transformer.skipped:
         result.skips.append(Skip(finding, reason))
-    if not transformer.done:
+    if not transformer.done and not transformer.deleted:
         return result
 
     imports = []
     if need_torch_import and any(p.inferred_dtype is not None and _torch_receiver(p) is None for p, _ in transformer.done):
         imports.append("import torch")
-    if existing is None:
-        alias = "" if function_name == RUNTIME_FUNCTION else f" as {function_name}"
-        imports.append(f"from {RUNTIME_MODULE} import {RUNTIME_FUNCTION}{alias}")
+    used = {plan.function for plan, _ in transformer.done}
+    added = [
+        function + ("" if function_names[function] == function else f" as {function_names[function]}")
+        for function in RUNTIME_FUNCTIONS
+        if function in used and existing[function] is None
+    ]
+    if added:
+        imports.append(f"from {RUNTIME_MODULE} import {', '.join(added)}")
     new_module = insert_imports(new_module, imports)
     result.text = new_module.code
-    result.rewrites = [Rewrite(plan.finding, name) for plan, name in transformer.done]
+    result.rewrites = [Rewrite(plan.finding, name, plan.function) for plan, name in transformer.done]
     result.rewrites.sort(key=lambda r: (r.finding.line, r.finding.col))
+    result.deletions = sorted(transformer.deleted, key=lambda f: (f.line, f.col))
     result.skips.sort(key=lambda s: (s.finding.line, s.finding.col))
     return result
+
+
+def _deletable_statement(call: cst.Call, parents) -> cst.SimpleStatementLine:
+    """The line a dead allocation is the whole of (the scan checked its arguments): it can go
+    when it holds nothing else and is not alone in its block. Its own comments go with it;
+    comment lines above it would lose their line, so they keep it."""
+    node: cst.CSTNode = call
+    while not isinstance(node, cst.SimpleStatementLine):
+        node = parents[node]
+        if isinstance(node, cst.BaseCompoundStatement):
+            raise _FixError("the allocation is not a statement of its own")
+    if len(node.body) != 1:
+        raise _FixError("the line holds another statement")
+    if any(line.comment is not None for line in node.leading_lines):
+        raise _FixError("a comment above the allocation would lose its line")
+    block = parents[node]
+    body = block.body if isinstance(block, (cst.IndentedBlock, cst.Module)) else ()
+    if len(body) < 2:
+        raise _FixError("the allocation is the only statement of its block")
+    return node
 
 
 def _torch_receiver(plan: _Plan) -> Optional[str]:
@@ -238,6 +279,8 @@ def _plan(finding: Finding, node: cst.Call, parents, module: cst.Module) -> _Pla
         return index
 
     dtype, device = explicit("dtype"), explicit("device")
+    # A `*_like` without an explicit contiguous format keeps the input's layout.
+    like = kind in ("like", "full_like") and not _is_contiguous_format(args, bound.keyword("memory_format"))
     source = None
     if factory in TENSOR_METHOD_FACTORIES:
         if not isinstance(node.func, cst.Attribute):
@@ -246,9 +289,10 @@ def _plan(finding: Finding, node: cst.Call, parents, module: cst.Module) -> _Pla
         what = "the tensor"
     elif bound.like is not None:
         source = args[bound.like].value
-        dropped.append(bound.like)
+        if not like:
+            dropped.append(bound.like)
         what = "the input tensor"
-    if source is not None and not is_simple_reference(source):
+    if source is not None and not like and not is_simple_reference(source):
         code = module.code_for_node(source)
         raise _FixError(f"{what} `{code}` is not a plain name: its shape, dtype and device would evaluate it again")
 
@@ -282,16 +326,23 @@ def _plan(finding: Finding, node: cst.Call, parents, module: cst.Module) -> _Pla
         raise _FixError(fixability.EXPLICIT_STRIDES)
 
     # get_empty evaluates shape, dtype, device in this order; keep the order of any two
-    # arguments whose evaluation may have effects.
+    # arguments whose evaluation may have effects (get_empty_like keeps the written order).
     order = [i for i in [*size, dtype, device] if i is not None and has_call(args[i].value)]
-    if order != sorted(order):
+    if not like and order != sorted(order):
         raise _FixError("the arguments would be evaluated in another order (shape, dtype, device)")
     for index in dropped:
         if count_comments(args[index]):
             raise _FixError(f"a comment in the dropped argument `{module.code_for_node(args[index]).strip().rstrip(',')}` would be lost")
 
     base = f"{cache_names.module_name(finding.path)}.{finding.function}.{_target(node, parents) or factory}"
-    return _Plan(finding, node, base, zero, factory, kind, size, size_is_keyword, dtype, device, dropped, source, inferred)
+    return _Plan(finding, node, base, zero, factory, kind, size, size_is_keyword, dtype, device, dropped, source, inferred, like, bound.like)
+
+
+def _is_contiguous_format(args: Sequence[cst.Arg], index: Optional[int]) -> bool:
+    """`memory_format=torch.contiguous_format` (the scan checked that a given format is
+    contiguous_format or, for `*_like`, preserve_format)."""
+    value = args[index].value if index is not None else None
+    return isinstance(value, cst.Attribute) and value.attr.value == "contiguous_format"
 
 
 def _is_none(node: cst.BaseExpression) -> bool:
@@ -348,20 +399,33 @@ def _target(node: cst.CSTNode, parents) -> Optional[str]:
 
 
 class _Transformer(cst.CSTTransformer):
-    def __init__(self, replacements, function_name: str, torch_name: Optional[str]) -> None:
+    def __init__(self, replacements, deletions: dict[cst.SimpleStatementLine, Finding], function_names: dict[str, str], torch_name: Optional[str]) -> None:
         super().__init__()
         self.replacements = replacements
-        self.function_name = function_name
+        self.deletions = deletions
+        self.function_names = function_names
         self.torch_name = torch_name
         self.done: list[tuple[_Plan, str]] = []
+        self.deleted: list[Finding] = []
         self.skipped: list[tuple[Finding, str]] = []
+
+    def leave_SimpleStatementLine(self, original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):
+        finding = self.deletions.get(original)
+        if finding is None:
+            return updated
+        self.deleted.append(finding)
+        return cst.RemoveFromParent()
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
         entry = self.replacements.get(original)
         if entry is None:
             return updated
         plan, name = entry
-        new = _rewrite(plan, updated, name, self.function_name, _torch_receiver(plan) or self.torch_name)
+        function_name = self.function_names[plan.function]
+        if plan.like:
+            new = _rewrite_like(plan, updated, name, function_name)
+        else:
+            new = _rewrite(plan, updated, name, function_name, _torch_receiver(plan) or self.torch_name)
         if count_comments(new) < count_comments(updated):
             self.skipped.append((plan.finding, "a comment inside the call would be lost"))
             return updated
@@ -404,6 +468,19 @@ def _rewrite(plan: _Plan, call: cst.Call, name: str, function_name: str, torch_n
         items.append(Item(args[plan.device], args[plan.device]))
     elif plan.source is not None:
         items.append(Item(keyword_arg("device", cst.Attribute(plan.source.deep_clone(), cst.Name("device")))))
+    items.append(Item(keyword_arg("cache_name", cst.SimpleString(json.dumps(name)))))
+    items.append(Item(keyword_arg("zero", cst.Name("True" if plan.zero else "False"))))
+    return call.with_changes(func=cst.Name(function_name), args=arrange(items, args, call.whitespace_before_args))
+
+
+def _rewrite_like(plan: _Plan, call: cst.Call, name: str, function_name: str) -> cst.Call:
+    """`torch.zeros_like(x, dtype=d)` -> `get_empty_like(x, dtype=d, cache_name=..., zero=True)`:
+    the input, then the dtype and device as written and in their order."""
+    args = list(call.args)
+    items: list[Item] = []
+    for index, arg in enumerate(args):
+        if index in (plan.input, plan.dtype, plan.device):
+            items.append(Item(arg, arg))  # `input=x` stays a keyword: get_empty_like's parameter has that name
     items.append(Item(keyword_arg("cache_name", cst.SimpleString(json.dumps(name)))))
     items.append(Item(keyword_arg("zero", cst.Name("True" if plan.zero else "False"))))
     return call.with_changes(func=cst.Name(function_name), args=arrange(items, args, call.whitespace_before_args))

@@ -3,7 +3,9 @@
 `get_empty(shape, dtype, device=d, cache_name=..., zero=z)` allocates what
 `torch.zeros(shape, dtype=dtype, device=d)` (z true) or `torch.empty(...)` would, so the
 rewrite is exact; a dtype of `torch.get_default_dtype()` (what `fix` writes for a missing
-dtype) is left out again. The import is removed once nothing uses it.
+dtype) is left out again. `get_empty_like(x, dtype=d, device=v, cache_name=..., zero=z)`
+is `torch.zeros_like(x, dtype=d, device=v)` (or `torch.empty_like`), layout included.
+Each import is removed once nothing uses it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Optional
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from allocaudit.rewrites.fix import RUNTIME_FUNCTION, RUNTIME_MODULE
+from allocaudit.rewrites.fix import RUNTIME_FUNCTION, RUNTIME_FUNCTIONS, RUNTIME_LIKE_FUNCTION, RUNTIME_MODULE
 from allocaudit.rewrites.syntax import (
     BoundNames,
     Item,
@@ -47,8 +49,9 @@ def unfix_source(text: str) -> FileUnfix:
     if RUNTIME_FUNCTION not in text:
         return result
     module = cst.parse_module(text)
-    function_name = runtime_import_name(module)
-    if function_name is None:
+    # local name -> the runtime function it imports
+    functions = {name: f for f in RUNTIME_FUNCTIONS if (name := runtime_import_name(module, f)) is not None}
+    if not functions:
         return result
     torch_name = module_torch_name(module)
     add_torch = False
@@ -60,12 +63,13 @@ def unfix_source(text: str) -> FileUnfix:
         else:
             torch_name, add_torch = "torch", True
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    transformer = _Transformer(function_name, torch_name, wrapper.resolve(PositionProvider))
+    transformer = _Transformer(functions, torch_name, wrapper.resolve(PositionProvider))
     new_module = wrapper.module.visit(transformer)
     result.restored, result.skips = transformer.restored, transformer.skips
     if not result.restored:
         return result
-    new_module = remove_import_if_unused(new_module, RUNTIME_MODULE, function_name)
+    for local in functions:
+        new_module = remove_import_if_unused(new_module, RUNTIME_MODULE, local)
     if add_torch:
         new_module = insert_imports(new_module, ["import torch"])
     result.text = new_module.code
@@ -73,20 +77,23 @@ def unfix_source(text: str) -> FileUnfix:
 
 
 class _Transformer(cst.CSTTransformer):
-    def __init__(self, function_name: str, torch_name: Optional[str], positions) -> None:
+    def __init__(self, functions: dict[str, str], torch_name: Optional[str], positions) -> None:
         super().__init__()
-        self.function_name = function_name
+        self.functions = functions
         self.torch_name = torch_name
         self.positions = positions
         self.restored: list[Site] = []
         self.skips: list[Site] = []
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
-        if not (isinstance(updated.func, cst.Name) and updated.func.value == self.function_name):
+        if not (isinstance(updated.func, cst.Name) and updated.func.value in self.functions):
             return updated
         start = self.positions[original].start
         try:
-            new = self._restore(updated)
+            if self.functions[updated.func.value] == RUNTIME_LIKE_FUNCTION:
+                new = self._restore_like(updated)
+            else:
+                new = self._restore(updated)
         except ValueError as exc:
             self.skips.append(Site(start.line, start.column + 1, str(exc)))
             return updated
@@ -114,11 +121,7 @@ class _Transformer(cst.CSTTransformer):
         if shape is None or dtype is None:
             raise ValueError("no shape or no dtype")
         zero_arg = keywords.get("zero")
-        zero = False
-        if zero_arg is not None:
-            if not (isinstance(zero_arg.value, cst.Name) and zero_arg.value.value in ("True", "False")):
-                raise ValueError("`zero=` is not a literal True or False")
-            zero = zero_arg.value.value == "True"
+        zero = self._zero(zero_arg)
         dropped = [a for a in (keywords.get("cache_name"), zero_arg) if a is not None]
         if any(count_comments(a) for a in dropped):
             raise ValueError("a comment in `cache_name=` or `zero=` would be lost")
@@ -132,6 +135,35 @@ class _Transformer(cst.CSTTransformer):
         items.sort(key=lambda item: args.index(item.source))
         func = cst.Attribute(cst.Name(self.torch_name), cst.Name("zeros" if zero else "empty"))
         return call.with_changes(func=func, args=arrange(items, args, call.whitespace_before_args))
+
+    def _restore_like(self, call: cst.Call) -> cst.Call:
+        if self.torch_name is None:
+            raise ValueError("`torch` names something else in this module")
+        args = list(call.args)
+        if any(a.star for a in args):
+            raise ValueError("starred arguments hide which argument is which")
+        keywords = {a.keyword.value: a for a in args if a.keyword is not None}
+        unknown = set(keywords) - {"input", "dtype", "device", "cache_name", "zero"}
+        if unknown:
+            raise ValueError(f"`{sorted(unknown)[0]}=` has no counterpart in torch.empty_like/zeros_like")
+        positional = [a for a in args if a.keyword is None]
+        if len(positional) + ("input" in keywords) != 1:
+            raise ValueError("unexpected positional arguments")
+        zero = self._zero(keywords.get("zero"))
+        dropped = [a for a in (keywords.get("cache_name"), keywords.get("zero")) if a is not None]
+        if any(count_comments(a) for a in dropped):
+            raise ValueError("a comment in `cache_name=` or `zero=` would be lost")
+        kept = [Item(a, a) for a in args if a not in dropped]
+        func = cst.Attribute(cst.Name(self.torch_name), cst.Name("zeros_like" if zero else "empty_like"))
+        return call.with_changes(func=func, args=arrange(kept, args, call.whitespace_before_args))
+
+    @staticmethod
+    def _zero(zero_arg: Optional[cst.Arg]) -> bool:
+        if zero_arg is None:
+            return False
+        if not (isinstance(zero_arg.value, cst.Name) and zero_arg.value.value in ("True", "False")):
+            raise ValueError("`zero=` is not a literal True or False")
+        return zero_arg.value.value == "True"
 
     def _is_default_dtype(self, node: cst.BaseExpression) -> bool:
         return (

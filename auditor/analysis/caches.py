@@ -71,10 +71,24 @@ class HandWrittenCache:
         return {n.id for c in self.conditions for n in ast.walk(c) if isinstance(n, ast.Name)}
 
     @cached_property
+    def _definitions(self) -> dict[str, list[ast.expr]]:
+        """Every value each plain local is assigned in the function."""
+        found: dict[str, list[ast.expr]] = {}
+        for n in ast.walk(self.function):
+            if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name):
+                found.setdefault(n.targets[0].id, []).append(n.value)
+        return found
+
+    def readings(self, expr: ast.expr) -> list[str]:
+        """The texts ``expr`` may stand for, with the locals it reads replaced by each value
+        they are assigned (`key = (name, dtype, device)` then `key = (*key, flag)`: a key
+        read later is either one, and the second holds the first)."""
+        return _readings(expr, self._definitions, frozenset())
+
+    @cached_property
     def keys(self) -> list[ast.expr]:
-        """What the container is indexed with (`C[k]`, `C.get(k)`); a key built beforehand
-        (`key = (name, dtype, device)`) counts as what it holds."""
-        keys = [
+        """What the container is indexed with (`C[k]`, `C.get(k)`), as written."""
+        return [
             sub.slice if isinstance(sub, ast.Subscript) else (sub.args[0] if sub.args else None)
             for sub in ast.walk(self.function)
             if (isinstance(sub, ast.Subscript) and ast.unparse(sub.value) == self.container)
@@ -83,20 +97,16 @@ class HandWrittenCache:
                 and ast.unparse(sub.func.value) == self.container
             )
         ]
-        assigned = {
-            n.targets[0].id: n.value
-            for n in ast.walk(self.function)
-            if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
-        }
-        return [assigned.get(k.id, k) if isinstance(k, ast.Name) else k for k in keys if k is not None]
+
+    def key_holds(self, name: str) -> bool:
+        """Whether some key of the container holds ``name`` (a text, e.g. the dtype
+        parameter) however it was built: every reading of that key contains it."""
+        return any(k is not None and all(name in text for text in self.readings(k)) for k in self.keys)
 
     @cached_property
-    def key_text(self) -> str:
-        return " ".join(ast.unparse(k) for k in self.keys)
-
-    @cached_property
-    def returned_text(self) -> str:
-        return " ".join(ast.unparse(r.value) for r in self.hit_returns)
+    def returned_readings(self) -> list[str]:
+        """Every text a hand-out may stand for (locals replaced by their values)."""
+        return [text for r in self.hit_returns for text in self.readings(r.value)]
 
     def touches(self, node: ast.AST) -> bool:
         """Whether ``node`` reads the container (anywhere inside it) or is a name bound to
@@ -225,6 +235,20 @@ class _CacheSearch:
             hit_returns=tuple(hit_returns),
             size_params=frozenset(size_params),
         )
+
+
+def _readings(expr: ast.expr, definitions: dict[str, list[ast.expr]], active: frozenset[int], limit: int = 16) -> list[str]:
+    """``expr``'s text, followed by the readings of each local it reads (each assigned value
+    in turn; a value never stands for itself, so `key = (*key, flag)` reads the earlier key)."""
+    if isinstance(expr, ast.Name) and expr.id in definitions:
+        values = [v for v in definitions[expr.id] if id(v) not in active]
+        found = [t for v in values for t in _readings(v, definitions, active | {id(v)}, limit)]
+        return found[:limit] or [expr.id]
+    texts = [ast.unparse(expr)]
+    for sub in ast.walk(expr):
+        if sub is not expr and isinstance(sub, ast.Name) and sub.id in definitions:
+            texts = [f"{t} {r}" for t in texts for r in _readings(sub, definitions, active, limit)][:limit]
+    return texts
 
 
 def _holds_cached(expr: ast.AST, container: str, cached_names: set[str]) -> bool:

@@ -43,6 +43,8 @@ VIEW_FUNCTIONS = frozenset(
         "diagonal", "as_strided", "view_as_real", "view_as_complex",
     )
 )
+# Calls that can read any local by name.
+INTROSPECTION = frozenset({"locals", "vars", "eval", "exec", "dir"})
 # Methods that put their argument into the receiver.
 CONTAINER_ADDERS = frozenset(
     {"append", "appendleft", "extend", "insert", "add", "update", "setdefault", "put", "put_nowait", "push"}
@@ -58,12 +60,19 @@ KEEPERS = {
 }
 
 
+def _is_slicing(index: ast.AST) -> bool:
+    """`[a:b]`, `[:, i]`, `[..., :n]`: an index only a sequence or a tensor takes."""
+    parts = index.elts if isinstance(index, ast.Tuple) else [index]
+    return any(isinstance(p, ast.Slice) or (isinstance(p, ast.Constant) and p.value is Ellipsis) for p in parts)
+
+
 @dataclass(frozen=True)
 class Escape:
     kind: Literal["returned", "yielded", "stored", "appended", "global", "kept", "uncertain"]
     how: str  # evidence, e.g. "stored on `self.buf`"
     target: Optional[ast.AST] = None  # the attribute/subscript/global stored into, for lazy-init checks
     statement: Optional[ast.stmt] = None
+    position: Optional[int] = None  # returned as this element of a returned tuple (None: as the result itself)
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,7 @@ class CallEffect:
 
     kind: Literal["consumes", "returns", "keeps", "unknown"]  # returns: the result is or holds the argument
     how: str = ""  # evidence: the callee, or how it keeps the argument
+    position: Optional[int] = None  # returns: only this element of the returned tuple holds it
 
 
 CONSUMES = CallEffect("consumes")
@@ -83,6 +93,14 @@ class FlowResult:
     stores: tuple[Escape, ...] = ()  # every certain store into longer-lived state (for lazy init)
     uncertain: Optional[Escape] = None  # an escape only through the result of an unknown call
     into_container: Optional[str] = None  # a local container the value was put in
+    returns: tuple[Escape, ...] = ()  # every certain return of the value
+
+    @property
+    def returned_position(self) -> Optional[int]:
+        """The one element of a returned tuple that every return puts the value in, or None
+        (returned as the result itself, in several elements, or not returned)."""
+        positions = {e.position for e in self.returns}
+        return positions.pop() if len(positions) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -111,15 +129,28 @@ class FunctionFlow:
         self.stores: dict[str, list[ast.AST]] = {}  # name -> assigned values (or the binding node)
         self.globals: set[str] = set()
         self.nested: dict[ast.AST, str] = {}  # nested def node -> its name
+        self.scopes: list[ast.AST] = []  # nested defs, lambdas and classes
         self.stored_attributes: set[str] = set()  # `self.x` targets assigned in the function
+        self.binders: dict[str, list[ast.AST]] = {}  # name -> the nodes that (re)bind it
+        self.introspects = False  # calls locals(), vars(), eval(), exec(): any local may be read
         for node in ast.walk(function):
             if isinstance(node, ast.Name):
                 if isinstance(node.ctx, ast.Load):
                     self.loads.setdefault(node.id, []).append(node)
+                else:
+                    self.binders.setdefault(node.id, []).append(node)
             elif isinstance(node, (ast.Global, ast.Nonlocal)):
                 self.globals.update(node.names)
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node is not function:
-                self.nested[node] = node.name
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and node is not function:
+                self.scopes.append(node)
+                if not isinstance(node, ast.Lambda):
+                    self.binders.setdefault(node.name, []).append(node)
+                    if not isinstance(node, ast.ClassDef):
+                        self.nested[node] = node.name
+            elif isinstance(node, ast.alias):
+                self.binders.setdefault((node.asname or node.name).split(".")[0], []).append(node)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in INTROSPECTION:
+                self.introspects = True
             if isinstance(node, ast.Assign):
                 for target in node.targets:
                     if isinstance(target, ast.Name):
@@ -129,16 +160,18 @@ class FunctionFlow:
 
     # -- the public question ----------------------------------------------------------
 
-    def escape_of(self, value: ast.AST) -> FlowResult:
-        """How ``value`` (an expression in this function) outlives the call, if it does."""
-        return self._follow([(value, None, None)])
+    def escape_of(self, value: ast.AST, element: Optional[int] = None) -> FlowResult:
+        """How ``value`` (an expression in this function) outlives the call, if it does.
+        ``element``: only that element of ``value`` (a tuple a call returns)."""
+        return self._follow([(value, None, None, element)])
 
     def escape_of_parameter(self, name: str) -> FlowResult:
         """How the argument bound to parameter ``name`` outlives a call of this function."""
         return self._follow([], [(name, self.function)])
 
     def _follow(self, worklist, bound=()) -> FlowResult:
-        # Items: (expression, closure it was captured by, unknown callee it came through).
+        # Items: (expression, closure it was captured by, unknown callee it came through,
+        # the element of the expression's tuple that holds the value or None).
         seen: set[tuple[str, bool]] = set()
         uncertain: Optional[Escape] = None
         container: Optional[str] = None
@@ -146,11 +179,11 @@ class FunctionFlow:
         pending_names = [(name, via, None, None) for name, via in bound]
         while worklist or pending_names:
             if worklist:
-                expr, closure, through = worklist.pop()
-                escape, names, onward = self._consumer(expr)
+                expr, closure, through, element = worklist.pop()
+                escape, names, onward = self._consumer(expr, element)
                 if onward is not None:
                     call, callee = onward
-                    worklist.append((call, closure, through or callee))
+                    worklist.append((call, closure, through or callee, None))
                 if escape is not None:
                     if closure is not None:
                         escape = Escape(escape.kind, f"captured by closure `{closure}`, which is {escape.how}", escape.target, escape.statement)
@@ -166,8 +199,8 @@ class FunctionFlow:
             if (name, through is None) in seen:
                 continue
             seen.add((name, through is None))
-            if isinstance(via, (ast.Subscript, ast.Call)) and name not in self.params:
-                container = container or name
+            if isinstance(via, (ast.Subscript, ast.Call, ast.BinOp, ast.AugAssign)) and name not in self.params:
+                container = container or name  # put into a local container, or collected by concatenation
             if name in self.globals:
                 escape = Escape("global", f"stored in global `{name}`", ast.Name(id=name, ctx=ast.Load()), self._statement(via))
                 if through is None:
@@ -178,13 +211,14 @@ class FunctionFlow:
             for use in self.loads.get(name, ()):
                 found = self._closure_uses(use)
                 if found is None:
-                    worklist.append((use, closure, through))
+                    worklist.append((use, closure, through, None))
                 else:
                     nested_name, uses = found
-                    worklist.extend((u, nested_name, through) for u in uses)
+                    worklist.extend((u, nested_name, through, None) for u in uses)
         if certain:
             stores = tuple(e for e in certain if e.kind in ("stored", "global", "appended"))
-            return FlowResult(certain[0], stores, None, container)
+            returns = tuple(e for e in certain if e.kind == "returned")
+            return FlowResult(certain[0], stores, None, container, returns)
         return FlowResult(None, (), uncertain, container)
 
     def notes(self, node: ast.AST) -> Notes:
@@ -247,6 +281,10 @@ class FunctionFlow:
         for v in values:
             if isinstance(v, (ast.List, ast.Tuple, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)):
                 continue
+            if isinstance(v, ast.BinOp) and isinstance(v.op, ast.Add) and any(
+                isinstance(o, (ast.List, ast.Tuple)) or (isinstance(o, ast.Name) and o.id == expr.id) for o in (v.left, v.right)
+            ):
+                continue  # `t = t + (x,)`: still a sequence built here
             if isinstance(v, ast.Call) and (
                 (isinstance(v.func, ast.Name) and v.func.id in CONTAINER_FACTORIES)
                 or (isinstance(v.func, ast.Attribute) and v.func.attr in CONTAINER_FACTORIES)
@@ -254,6 +292,17 @@ class FunctionFlow:
                 continue
             return False
         return True
+
+    def _concatenates(self, op: ast.AST, node: ast.AST, path: list[int]) -> bool:
+        """Whether ``op`` (`a + b`, `a += b`) joins sequences rather than adding tensors: the
+        value came in through a tuple or list display, or an operand is one (or a local
+        sequence built from them)."""
+        if path:
+            return True
+        operands = (op.left, op.right) if isinstance(op, ast.BinOp) else (op.target, op.value)
+        return any(
+            isinstance(o, (ast.Tuple, ast.List, ast.ListComp)) or self._is_local_container(o) for o in operands if o is not node
+        ) or self._is_local_container(node)
 
     def _is_local_tensor(self, expr: ast.AST) -> bool:
         if not isinstance(expr, ast.Name) or expr.id in self.params or expr.id in self.globals:
@@ -285,17 +334,21 @@ class FunctionFlow:
         if isinstance(target, ast.Subscript):
             if self._is_local_container(target.value):
                 return None, [(target.value.id, target)]
-            if self._is_local_tensor(target.value):
-                return None, []  # `buf[idx] = value` copies the value into a tensor
+            if self._is_local_tensor(target.value) or (not path and _is_slicing(target.slice)):
+                # `buf[idx] = value`, `out[a:b] = value`, `out[:, i] = value` copy the value
+                # into a tensor (a dict cannot be sliced; a list slice is given a list)
+                return None, []
             return Escape("stored", f"stored into `{unparse(target.value)}[...]`", target.value, self._statement(target)), []
         return None, []
 
-    def _consumer(self, expr: ast.AST):
+    def _consumer(self, expr: ast.AST, start: Optional[int] = None):
         """Follow ``expr`` upwards to where its value ends up: (escape, names it is bound
-        to, and (call, callee) where it went into an unknown call whose result may be it)."""
+        to, and (call, callee) where it went into an unknown call whose result may be it).
+        ``start``: the value is only that element of ``expr`` (a tuple a call returns)."""
         node = expr
-        path: list[int] = []  # element indices while climbing through tuple/list literals
+        path: list[int] = [] if start is None else [start]  # element indices while climbing through tuple/list literals
         names: list[tuple[str, ast.AST]] = []
+        collected: Optional[ast.AST] = None  # the concatenation the value was collected by
         while True:
             parent = self.parents.get(node)
             if parent is None or parent is self.function:
@@ -312,12 +365,26 @@ class FunctionFlow:
                     continue
                 return None, names, None  # x.shape, x.dtype
             if isinstance(parent, ast.Subscript) and parent.value is node:
+                index = parent.slice.value if isinstance(parent.slice, ast.Constant) else None
+                if path and isinstance(index, int) and not isinstance(index, bool) and index >= 0:
+                    if index != path[-1]:
+                        return None, names, None  # `f(x)[0]` when the value is element 1
+                    node, path = parent, path[:-1]
+                    continue
                 node, path = parent, []
                 continue
             if isinstance(parent, (ast.Tuple, ast.List, ast.Set)):
                 path = path + [parent.elts.index(node)] if node in parent.elts else path
                 node = parent
                 continue
+            if isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.Add) and self._concatenates(parent, node, path):
+                # `t + (buf,)`, `lst + [buf]`, `rows + (last,)`: a new sequence that holds the value
+                node, path, collected = parent, [], parent
+                continue
+            if isinstance(parent, ast.AugAssign) and node is parent.value and self._concatenates(parent, node, path):
+                # `t += (buf,)`: the value is collected in `t`
+                escape, bound = self._store(parent.target, [])
+                return escape, names + [(name, parent) for name, _ in bound], None
             if isinstance(parent, ast.Dict):
                 node, path = parent, []
                 continue
@@ -334,7 +401,7 @@ class FunctionFlow:
                 node = parent
                 continue
             if isinstance(parent, ast.Return):
-                return Escape("returned", "returned", None, parent), names, None
+                return Escape("returned", "returned", None, parent, path[-1] if path else None), names, None
             if isinstance(parent, (ast.Yield, ast.YieldFrom)):
                 return Escape("yielded", "yielded", None, self._statement(parent)), names, None
             if isinstance(parent, ast.Lambda):
@@ -345,7 +412,7 @@ class FunctionFlow:
                     escape, bound = self._store(target, path)
                     if escape is not None:
                         return escape, names, None
-                    names.extend(bound)
+                    names.extend((name, collected or via) for name, via in bound)
                 return None, names, None
             if isinstance(parent, (ast.For, ast.AsyncFor)) and node is parent.iter:
                 escape, bound = self._store(parent.target, [])
@@ -373,7 +440,7 @@ class FunctionFlow:
         if effect.kind == "keeps":
             return Escape("kept", effect.how, None, self._statement(call)), names, None
         if effect.kind == "returns":
-            names_through = self._consumer(call)
+            names_through = self._consumer(call, effect.position)
             return names_through[0], names + names_through[1], names_through[2]
         if effect.kind == "unknown":
             return None, names, (call, effect.how)

@@ -22,13 +22,11 @@ if TYPE_CHECKING:  # sites.py judges its sites with this module
 NOT_ON_CUDA = "not a CUDA allocation"
 SEVERAL_FACTORIES = "the callee is an alias of several factories"
 COMPREHENSION = "one buffer per site: the elements of a comprehension are alive together and would alias"
-SIZE_ZERO = "allocates nothing (a size of zero)"
 MOVED = "allocated on the default device, then moved: allocate on the device directly first"
 HIDDEN_KWARGS = "`**kwargs` hides some arguments"
 NOT_STRIDED = "non-strided `layout=`"
-MEMORY_FORMAT = "`memory_format=` other than torch.contiguous_format"
+MEMORY_FORMAT = "`memory_format=` other than torch.contiguous_format (or torch.preserve_format for `*_like`)"
 EXPLICIT_STRIDES = "explicit strides: get_empty returns contiguous tensors"
-INPUT_MEMORY_FORMAT = "the result follows the input's memory format: add memory_format=torch.contiguous_format if the input is contiguous"
 FILLED_WITH_ONES = "filled with ones: get_empty only zero-fills"
 NONZERO_FILL = "filled with a value other than a literal zero"
 NO_SIZE = "no size argument"
@@ -59,19 +57,17 @@ def not_fixable_reason(
         return NOT_ON_CUDA
     if factory is None:
         return SEVERAL_FACTORIES
+    if info.scripted:
+        where = f"reached from TorchScript `{info.reached_from}`" if info.reached_from else f"inside TorchScript `{info.qualname}`"
+        return f"{where}: get_empty cannot be scripted"
     if info.compiled:
-        where = f"reached from torch.compile'd `{info.reached_from}`" if info.reached_from else f"inside torch.compile'd `{info.qualname}`"
-        return f"{where}: the compiler plans its buffers"
-    if info.custom_op:
-        return f"reached from custom-op implementation `{info.reached_from}`" if info.reached_from else f"inside custom-op implementation `{info.qualname}`"
+        return f"inside torch.compile'd `{info.qualname}`: dynamo traces it on every call and inductor plans its buffers, so get_empty would be plain torch.empty there"
     if flow.uncertain is not None:
         return flow.uncertain.how
     if any(n.startswith("in a comprehension") for n in notes):
         return COMPREHENSION
     if flow.into_container and any(n.startswith("in a loop") for n in notes):
         return f"collected in `{flow.into_container}` across iterations: one buffer per site would alias"
-    if _literal_size_zero(call, bound):
-        return SIZE_ZERO
     if moved:
         return MOVED
     if bound.has_dstar:
@@ -83,15 +79,15 @@ def not_fixable_reason(
     layout = argument(call, bound.keyword("layout"))
     if layout is not None and "torch.strided" not in resolve(layout):
         return NOT_STRIDED
-    memory_format = argument(call, bound.keyword("memory_format"))
-    contiguous = memory_format is not None and "torch.contiguous_format" in resolve(memory_format)
-    if memory_format is not None and not contiguous:
-        return MEMORY_FORMAT
     kind = TORCH_FACTORIES.get(factory) or TENSOR_METHOD_FACTORIES.get(factory)
+    # `*_like` keeps the input's layout (get_empty_like does the same); an explicit
+    # contiguous format becomes get_empty of the input's shape.
+    memory_format = argument(call, bound.keyword("memory_format"))
+    formats = {"torch.contiguous_format", "torch.preserve_format"} if kind in ("like", "full_like") else {"torch.contiguous_format"}
+    if memory_format is not None and not resolve(memory_format) & formats:
+        return MEMORY_FORMAT
     if kind == "strided":
         return EXPLICIT_STRIDES
-    if kind in ("like", "full_like") and not contiguous:
-        return INPUT_MEMORY_FORMAT
     fill = FILL[factory]
     if fill == "1":
         return FILLED_WITH_ONES
@@ -101,10 +97,3 @@ def not_fixable_reason(
         return NO_SIZE
     return None
 
-
-def _literal_size_zero(call: ast.Call, bound: BoundArgs) -> bool:
-    """`torch.empty(0, ...)`, `torch.empty((0, n), ...)`: a placeholder, not a workspace."""
-    size = [argument(call, i) for i in bound.size] if bound.size else [argument(call, bound.size_keyword)]
-    if len(size) == 1 and isinstance(size[0], (ast.Tuple, ast.List)):
-        size = size[0].elts
-    return any(is_literal(dim, 0) for dim in size)

@@ -11,7 +11,7 @@ import ast
 from typing import Mapping, Optional
 
 from allocaudit.auditor.analysis.factories import TENSOR_METHOD_FACTORIES, TORCH_FACTORIES
-from allocaudit.auditor.analysis.functions import AnalysisOptions, FunctionIndex
+from allocaudit.auditor.analysis.functions import AnalysisOptions, FunctionIndex, binds_parameters
 from allocaudit.auditor.analysis.names import NameResolver
 from allocaudit.auditor.analysis.syntax import FunctionNode, positional_parameters
 
@@ -24,22 +24,30 @@ class ModuleIndex:
         package: tuple[str, ...] = (),
         exports: Optional[Mapping[str, Mapping[str, frozenset[str]]]] = None,
         watch: frozenset[str] = frozenset(),
+        setup: Optional[Mapping[str, str]] = None,
     ) -> None:
         self.tree = tree
         self.options = options
         self.package = package
         self.exports = exports or {}
+        self.setup = setup or {}  # functions the tree's callers make set-up (`program.setup_functions`)
         # One pass over the tree: parent links, every call, and whether any identifier is
         # one of ``watch``. Most files that pass the scan's text prefilter only mention a
         # factory in passing (`torch.cuda.empty_cache()`) and need no name resolution.
         self.parents: dict[ast.AST, ast.AST] = {}
         self.calls: list[ast.Call] = []
+        self.defs: list[FunctionNode] = []
+        self.imports: list[ast.AST] = []
         self.mentions_watched = False
         stack: list[ast.AST] = [tree]
         while stack:
             node = stack.pop()
             if isinstance(node, ast.Call):
                 self.calls.append(node)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                self.defs.append(node)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                self.imports.append(node)
             elif isinstance(node, ast.Attribute):
                 self.mentions_watched |= node.attr in watch
             elif isinstance(node, ast.Name):
@@ -77,15 +85,16 @@ class ModuleIndex:
         with what its callers are carried onto the module's own functions they call."""
         if self._functions is None:
             options = self.options
+            binders = {self.owner(c) for c in self.calls if binds_parameters(c, self.parents.get(c))}
             self._functions = FunctionIndex(
-                self.calls, self.tree, self.resolver, options.not_per_call, options.per_call, options.workspace_helpers
+                self.calls, self.tree, self.resolver, options.not_per_call, options.per_call, options.workspace_helpers, binders
             )
             callers: dict[ast.AST, list[Optional[ast.AST]]] = {}
             for call in self.calls:
                 callee = self.local_callee(call)
                 if callee is not None and callee in self._functions.info:
                     callers.setdefault(callee, []).append(self.owner(call))
-            self._functions.propagate(callers)
+            self._functions.propagate(callers, self.setup)
         return self._functions
 
     # -- navigation -----------------------------------------------------------------------
@@ -139,6 +148,10 @@ class ModuleIndex:
                 found = candidates[0] if len(candidates) == 1 else None
             return found
         return None
+
+    def imported_name(self, call: ast.Call) -> Optional[str]:
+        """The dotted name of an imported function that ``call`` calls (`pkg.mod.f`)."""
+        return self.resolver.imported(call.func, self.resolver.scope_of[self._scope_node(call)])
 
     def module_function(self, name: str) -> Optional[FunctionNode]:
         """The module-level def called ``name``."""

@@ -215,6 +215,19 @@ class NameResolver:
         finally:
             self._resolving.discard(key)
 
+    def imported(self, expr: ast.AST, scope: Scope) -> Optional[str]:
+        """The dotted name ``expr`` denotes when it is an imported name or an attribute of
+        one (`f` after `from .utils import f`, `m.f` after `import pkg.mod as m`), else None."""
+        if isinstance(expr, ast.Attribute):
+            base = self.imported(expr.value, scope)
+            return f"{base}.{expr.attr}" if base else None
+        if not isinstance(expr, ast.Name):
+            return None
+        found = self.lookup(expr.id, scope)
+        if found is None or len(found[1]) != 1 or not isinstance(found[1][0], str) or found[1][0] == OPAQUE:
+            return None
+        return found[1][0]
+
     def module_aliases(self, is_factory) -> dict[str, frozenset[str]]:
         """Module-level names bound to torch factories: what this module exports."""
         out = {}

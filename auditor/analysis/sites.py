@@ -7,7 +7,8 @@ The facts here are what the rules report on. A site is
   candidate;
 - **escapes**: allocated per call but returned, stored or kept beyond the call;
 - **init**: allocated once (module level, constructors, weight loading, fake kernels,
-  one-off lazy initialisation).
+  one-off lazy initialisation);
+- **dead**: never read (dropped, or bound to a name that is rebound before any read).
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from allocaudit.auditor.analysis.fix_safety import SAFE, UNSAFE, FixSafety, unsa
 from allocaudit.auditor.analysis.fixability import not_fixable_reason
 from allocaudit.auditor.analysis.functions import AnalysisOptions, FunctionInfo
 from allocaudit.auditor.analysis.index import ModuleIndex
+from allocaudit.auditor.analysis.modules import OtherModules
 from allocaudit.auditor.analysis.names import NameResolver
 from allocaudit.auditor.analysis.syntax import FunctionNode, arg_specs, argument, is_literal, unparse
 
-SiteClass = Literal["workspace", "escapes", "init"]
+SiteClass = Literal["workspace", "escapes", "init", "dead"]
 WORKSPACE: SiteClass = "workspace"
 ESCAPES: SiteClass = "escapes"
 INIT: SiteClass = "init"
+DEAD: SiteClass = "dead"
 
 DTYPE_NAMES = frozenset(
     f"torch.{n}"
@@ -89,12 +92,17 @@ def analyze(
     options: AnalysisOptions,
     package: tuple[str, ...] = (),
     exports: Optional[Mapping[str, Mapping[str, frozenset[str]]]] = None,
+    others: Optional[OtherModules] = None,
+    setup: Optional[Mapping[str, str]] = None,
 ) -> ModuleFacts:
+    """The facts of one module; ``others`` reads the modules it imports, for what their
+    functions do with the tensors they are given; ``setup`` names the functions the whole
+    tree reaches only from set-up code (`program.setup_functions`)."""
     exports = exports or {}
     # A module where no identifier is a factory (or an alias another module exports) has no site.
     watch = ALL_FACTORY_NAMES | {name for aliases in exports.values() for name in aliases}
-    index = ModuleIndex(tree, options, package, exports, watch)
-    effects = CallEffects(index)
+    index = ModuleIndex(tree, options, package, exports, watch, setup)
+    effects = CallEffects(index, others)
     sites = SiteFinder(index, effects).sites() if index.mentions_watched else []
     return ModuleFacts(index, effects, sites)
 
@@ -110,6 +118,14 @@ def _writes_into_out(call: ast.Call) -> bool:
     return any(k.arg == "out" and not is_literal(k.value, None) for k in call.keywords)
 
 
+def _size_zero(call: ast.Call, bound: BoundArgs) -> bool:
+    """`torch.empty(0, ...)`, `torch.empty((0, n), ...)`: a placeholder of no bytes, no site."""
+    size = [argument(call, i) for i in bound.size] if bound.size else [argument(call, bound.size_keyword)]
+    if len(size) == 1 and isinstance(size[0], (ast.Tuple, ast.List)):
+        size = size[0].elts
+    return any(is_literal(dim, 0) for dim in size)
+
+
 class SiteFinder:
     """Finds the factory calls of a module and classifies each: its device, its class
     with the evidence, and whether the codemod may rewrite it."""
@@ -123,8 +139,11 @@ class SiteFinder:
         found = []
         for node in self.index.calls:
             kind = self.index.factory_of(node)
-            if kind is not None and not _writes_into_out(node):
-                found.append(self._site(node, *kind))
+            if kind is None or _writes_into_out(node):
+                continue
+            if _size_zero(node, bind(self._binding_factory(kind[0]), arg_specs(node))):
+                continue
+            found.append(self._site(node, *kind))
         found.sort(key=lambda s: (s.call.lineno, s.call.col_offset))
         return found
 
@@ -138,9 +157,12 @@ class SiteFinder:
 
         notes: list[str] = []
         flow_result = FlowResult()
+        dead = self.effects.liveness(function).dead(call) if function is not None else None
         if function is None:
             site_class = INIT
             evidence = "module level" if self.index.enclosing_class(call) is None else "class body"
+        elif dead is not None:
+            site_class, evidence = DEAD, dead
         elif not info.per_call:
             site_class, evidence = INIT, info.why_not_per_call
         else:
@@ -282,10 +304,37 @@ class SiteFinder:
             if guard is not None:
                 return INIT, f"one-off lazy init guarded by `if {unparse(guard)}`"
         if escape.kind == "returned" and info.workspace_helper:
+            leaves = self._let_out_by_callers(flow.function, result.returns, set())
+            if leaves is not None:
+                return ESCAPES, leaves
             return WORKSPACE, "a workspace helper hands it to its caller"
         if escape.how == "returned":  # returned directly, not through a closure
             return ESCAPES, self._returned_how(call, flow)
         return ESCAPES, escape.how
+
+    def _let_out_by_callers(self, helper: FunctionNode, returns: tuple[Escape, ...], seen: set[FunctionNode]) -> Optional[str]:
+        """How a caller in this module lets the result of ``helper`` (a workspace helper
+        returning the allocation as ``returns`` say) outlive its own call, or None. A caller
+        that is a workspace helper too hands it on: its callers decide."""
+        seen.add(helper)
+        elements = {e.position for e in returns}
+        for call in self.index.calls:
+            caller = self.index.owner(call)
+            if caller is None or caller in seen or self.index.local_callee(call) is not helper:
+                continue
+            caller_info = self.index.functions.info.get(caller)
+            for element in elements:
+                found = self.effects.flow(caller).escape_of(call, element)
+                if found.escape is None:
+                    continue
+                if found.escape.kind == "returned" and caller_info is not None and caller_info.workspace_helper:
+                    onward = self._let_out_by_callers(caller, found.returns, seen)
+                    if onward is None:
+                        continue
+                    return onward
+                name = caller_info.qualname if caller_info is not None else caller.name
+                return f"a workspace helper's result, which `{name}` lets out: {found.escape.how}"
+        return None
 
     def _returned_how(self, call: ast.Call, flow: FunctionFlow) -> str:
         """Evidence for a returned value; names the optional-output idiom where it applies."""

@@ -65,7 +65,7 @@ SCHEMA = _document(
                         "enum": ["cuda", "cuda-current", "inherited", "variable", "default", "not-cuda", None],
                     },
                     "device": {**_NULLABLE_STRING, "description": "the device expression as written"},
-                    "site_class": {"enum": ["workspace", "escapes", "init", None]},
+                    "site_class": {"enum": ["workspace", "escapes", "init", "dead", None]},
                     "function": {**_NULLABLE_STRING, "description": "qualified name; <module> at module level"},
                     "confidence": {"enum": ["high", "medium", "low"]},
                     "fixable": {"type": "boolean"},

@@ -28,6 +28,9 @@ class Report:
     node: ast.AST
     message: str
     site: Optional[AllocationSite] = None
+    # Whether this rule's own fix applies, and why not; None: the site's (the get_empty rewrite).
+    fixable: Optional[bool] = None
+    not_fixable_reason: Optional[str] = None
 
 
 def _dedent(code: str) -> str:
@@ -81,6 +84,13 @@ class FixAvailability(Enum):
     SOMETIMES = "sometimes"
 
 
+class FixKind(Enum):
+    """What `allocaudit fix` does to a fixable finding of a rule."""
+
+    REUSE = "reuse"  # the allocation becomes a call of the runtime cache (get_empty, get_empty_like)
+    DELETE = "delete"  # the statement that allocates is deleted
+
+
 class Rule:
     CODE: ClassVar[str]
     NAME: ClassVar[str]
@@ -89,6 +99,7 @@ class Rule:
     # Rules off by default report inventory rather than problems; `--select` turns them on.
     DEFAULT: ClassVar[bool] = True
     FIX: ClassVar[FixAvailability] = FixAvailability.NONE
+    FIX_KIND: ClassVar[FixKind] = FixKind.REUSE
     VALID: ClassVar[tuple[Valid, ...]] = ()
     INVALID: ClassVar[tuple[Invalid, ...]] = ()
 

@@ -65,6 +65,22 @@ device:
                     return self._ws[:n]
             """
         ),
+        # A key built in steps holds the device.
+        Valid(
+            """
+            import torch
+            _BUFFERS = {}
+            def tensor(name, n, dtype, device):
+                key = (name, dtype, torch.device(device), stream_of(device))
+                if capturing():
+                    key = (*key, True)
+                buf = _BUFFERS.get(key)
+                if buf is None or buf.numel() < n:
+                    buf = torch.empty((n,), dtype=dtype, device=device)
+                    _BUFFERS[key] = buf
+                return buf[:n]
+            """
+        ),
     )
     INVALID = (
         Invalid(
@@ -121,7 +137,7 @@ def checks_device(cache: HandWrittenCache) -> bool:
     return (
         ".device" in cache.condition_text
         or (device is not None and device in cache.compared_names)
-        or "device" in cache.key_text
+        or cache.key_holds("device")
         or all(_fixed_device(s) or not s.device.on_cuda for s in cache.misses)
         or cache.container_kind == "instance attribute"
     )

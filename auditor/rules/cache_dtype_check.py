@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
@@ -80,6 +81,35 @@ or keep raw bytes and reinterpret them (`buf[:nbytes].view(dtype)`). Or use
                     return self._ws[:nbytes].view(dtype).view(shape)
             """
         ),
+        # A key built in steps: `(name, dtype, device, stream)`, then that plus a flag.
+        Valid(
+            """
+            import torch
+            class Workspace:
+                def tensor(self, name, shape, *, dtype, device):
+                    n = shape[0] * shape[1]
+                    key = (name, dtype, device, stream_of(device))
+                    if self._graph_mode:
+                        key = (*key, self._prefill)
+                    buf = self._bufs.get(key)
+                    if buf is None or buf.numel() < n:
+                        buf = torch.empty((n,), dtype=dtype, device=device)
+                        self._bufs[key] = buf
+                    return buf[:n].view(shape)
+            """
+        ),
+        # One byte buffer, reinterpreted per request through a local.
+        Valid(
+            """
+            import torch
+            class Arena:
+                def get(self, nbytes, dtype, shape):
+                    if self._ws is None or self._ws.numel() < nbytes or self._ws.device != torch.device('cuda', 0):
+                        self._ws = torch.empty(nbytes, dtype=torch.uint8, device='cuda:0')
+                    typed = self._ws[:nbytes].view(dtype=dtype)
+                    return typed.view(shape)
+            """
+        ),
     )
     INVALID = (
         # A dict of lists scanned first-fit, as in the seed.
@@ -126,13 +156,15 @@ or keep raw bytes and reinterpret them (`buf[:nbytes].view(dtype)`). Or use
 
 def checks_dtype(cache: HandWrittenCache) -> bool:
     """Whether a hit can only hand out a buffer of the requested dtype: no dtype is asked
-    for, a condition compares it (`buf.dtype != dtype`, `dtype != held`), the key holds it,
-    or a byte buffer is reinterpreted as it (`buf[:n].view(dtype)`)."""
+    for, a condition compares it (`buf.dtype != dtype`, `dtype != held`), the key holds it
+    (`(name, dtype, device, stream)`, built in steps or not), or every hand-out
+    reinterprets a byte buffer as it (`buf[:n].view(dtype)`, directly or through locals)."""
     dtype = cache.dtype_param
+    reinterpreted = re.compile(rf"\.view\((?:dtype=)?{re.escape(dtype)}\b") if dtype else None
     return (
         dtype is None
         or ".dtype" in cache.condition_text
         or dtype in cache.compared_names
-        or dtype in cache.key_text
-        or f".view({dtype}" in cache.returned_text
+        or cache.key_holds(dtype)
+        or all(reinterpreted.search(text) for text in cache.returned_readings)
     )

@@ -101,6 +101,16 @@ finds the aliasing at run time and names both call sites.
                 k(a, b)
             """
         ),
+        # Names that `allocaudit fix` derives share a long prefix; they are still distinct.
+        Valid(
+            """
+            from allocaudit.runtime import get_empty
+            def run_cutlass_moe_fp8(x, dt, m):
+                problem_sizes1 = get_empty((m, 3), dt, device=x.device, cache_name="vllm.model_executor.layers.fused_moe.experts.cutlass_moe.run_cutlass_moe_fp8.problem_sizes1")
+                problem_sizes2 = get_empty((m, 3), dt, device=x.device, cache_name="vllm.model_executor.layers.fused_moe.experts.cutlass_moe.run_cutlass_moe_fp8.problem_sizes2")
+                kernel(problem_sizes1, problem_sizes2)
+            """
+        ),
     )
     INVALID = (
         Invalid(
@@ -166,7 +176,9 @@ finds the aliasing at run time and names both call sites.
             if name is None:
                 name = next((a for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)), None)
             if name is not None:
-                return f"{callee}|cache name {unparse(name)}"
+                # The whole name, not a message-length cut of it: cache names often share
+                # a long prefix (the module and function they were derived from).
+                return f"{callee}|cache name {ast.unparse(name)}"
             return None
         if isinstance(func, ast.Attribute) and callee in MANAGER_METHODS and "workspace" in unparse(func.value).lower():
             return f"{callee}|workspace manager `{unparse(func.value)}`"

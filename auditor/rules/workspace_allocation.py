@@ -47,10 +47,12 @@ becomes
     ws = get_empty((m, hidden), torch.bfloat16, device="cuda",
                    cache_name="mypkg.moe.MoE.forward.ws", zero=True)
 
+`torch.empty_like(x)` / `torch.zeros_like(x)` become `get_empty_like(x, cache_name=...,
+zero=...)`, which keeps x's layout exactly as `*_like` does.
+
 Sites the codemod leaves alone say why in the JSON output (`not_fixable_reason`):
-torch.compile'd functions, custom-op implementations, `out=`/`requires_grad=`/
-`pin_memory=`, ones/full fills, strides, and `*_like` without an explicit
-memory_format=torch.contiguous_format.
+torch.compile'd functions, `out=`/`requires_grad=`/`pin_memory=`, ones/full fills,
+strides, memory formats other than contiguous (or the input's, for `*_like`).
 
 Fix safety: the fix is safe ([*]) unless the buffer reaches what the runtime cannot
 see: `.record_stream()`, `.resize_()`/`.resize_as_()` or its storage
@@ -116,6 +118,16 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
             def forward(torch, x):
                 ws = torch.empty(4, device='cuda')
                 kernel(x, ws)
+            """
+        ),
+        # A size of zero is a placeholder that allocates nothing, not a workspace.
+        Valid(
+            """
+            import torch
+            def forward(d, n):
+                empty = torch.empty(0, device='cuda')
+                none = torch.zeros((0, n), dtype=torch.int32, device='cuda')
+                k(d.get('x', empty), none)
             """
         ),
         # Fake kernels run on fake tensors while tracing.
@@ -503,26 +515,54 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
             fixable=False,
             reason="explicit strides: get_empty returns contiguous tensors",
         ),
+        # `*_like` keeps the input's layout, as get_empty_like does; other formats stay.
         Invalid(
             """
             import torch
             def forward(x):
                 ws = torch.empty_like(x)  # expect
-                k(ws)
+                acc = torch.zeros_like(x, dtype=torch.float32)  # expect
+                k(ws, acc)
             """,
-            fixable=False,
-            reason="the result follows the input's memory format: add memory_format=torch.contiguous_format if the input is contiguous",
+            fixable=True,
+            fix="""
+            import torch
+            from allocaudit.runtime import get_empty_like
+            def forward(x):
+                ws = get_empty_like(x, cache_name="case.forward.ws", zero=False)  # expect
+                acc = get_empty_like(x, dtype=torch.float32, cache_name="case.forward.acc", zero=True)  # expect
+                k(ws, acc)
+            """,
         ),
-        # A size of zero is a placeholder, not a workspace.
         Invalid(
             """
             import torch
-            def forward(d):
-                empty = torch.empty(0, device='cuda')  # expect
-                k(d.get('x', empty))
+            def forward(x):
+                ws = torch.empty_like(x, memory_format=torch.channels_last)  # expect
+                k(ws)
             """,
             fixable=False,
-            reason="allocates nothing (a size of zero)",
+            reason="`memory_format=` other than torch.contiguous_format (or torch.preserve_format for `*_like`)",
+        ),
+        # What a function of the tree returns decides: new tensors, or one element of a
+        # tuple that is not this buffer (the callee may be in another module of the tree).
+        Invalid(
+            """
+            import torch
+            def quant(x, group, out_q=None):
+                x_q = out_q if out_q is not None else torch.empty(x.shape, device=x.device)
+                x_s = torch.empty(x.shape[0], group, device=x.device)
+                kernel(x, x_q, x_s)
+                return x_q, x_s
+            def act_quant(inp, output, group):
+                act_out = torch.empty(inp.shape, device='cuda')  # expect
+                act(act_out, inp)
+                return quant(act_out, group, out_q=output)
+            def scales_only(x, group):
+                q = torch.empty(x.shape, device='cuda')  # expect
+                return quant(x, group, q)[1]
+            """,
+            fixable=True,
         ),
         # The result of an unknown call may be the buffer itself.
         Invalid(
@@ -535,7 +575,8 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
             fixable=False,
             reason="passed to `external_kernel(...)`, whose result is returned: it may be this buffer",
         ),
-        # Reached from a custom-op implementation: the op's contract plans its memory.
+        # Custom-op implementations run eagerly, and so does what a compiled function calls
+        # when it is called from elsewhere: rewritten.
         Invalid(
             """
             import torch
@@ -544,10 +585,40 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
                 k(x, ws)
             def op_impl(x):
                 helper(x)
+                tmp = torch.zeros(8, device='cuda')  # expect
+                k(x, tmp)
             direct_register_custom_op('op', op_impl)
+            @torch.compile
+            def step(x):
+                helper(x)
+            """,
+            fixable=True,
+        ),
+        # The body of a compiled function is traced on every call: nothing to gain.
+        Invalid(
+            """
+            import torch
+            @torch.compile(dynamic=True)
+            def grouped_topk(x):
+                ws = torch.empty(4, device='cuda')  # expect
+                k(x, ws)
             """,
             fixable=False,
-            reason="reached from custom-op implementation `op_impl`",
+            reason="inside torch.compile'd `grouped_topk`: dynamo traces it on every call and inductor plans its buffers, so get_empty would be plain torch.empty there",
+        ),
+        # TorchScript compiles what it reaches, and cannot compile get_empty.
+        Invalid(
+            """
+            import torch
+            def helper(x):
+                ws = torch.empty(4, device='cuda')  # expect
+                k(x, ws)
+            @torch.jit.script
+            def scripted(x):
+                helper(x)
+            """,
+            fixable=False,
+            reason="reached from TorchScript `scripted`: get_empty cannot be scripted",
         ),
         # One buffer per site would alias buffers that are alive together.
         Invalid(
@@ -573,6 +644,35 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
             """,
             fixable=False,
             reason="collected in `parts` across iterations: one buffer per site would alias",
+        ),
+        # Collected by concatenation across iterations: the buffers are alive together.
+        Invalid(
+            """
+            import torch
+            def rows(n):
+                out = ()
+                for i in range(3):
+                    buf = torch.empty(n, device='cuda')  # expect
+                    fill(buf, i)
+                    out = out + (buf,)
+                show(out)
+            """,
+            fixable=False,
+            reason="collected in `out` across iterations: one buffer per site would alias",
+        ),
+        # A slice store copies the value into the tensor: the buffer itself dies.
+        Invalid(
+            """
+            import torch
+            def reduce_into(out, chunks, n):
+                for i, c in enumerate(chunks):
+                    partial = torch.empty(n, device='cuda')  # expect
+                    kernel(c, partial)
+                    out[i * n:(i + 1) * n] = partial
+                return out
+            """,
+            site_class="workspace",
+            fixable=True,
         ),
     )
 

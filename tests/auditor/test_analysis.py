@@ -3,6 +3,7 @@
 What AA101 reports and which of its sites `fix` may rewrite are the rule's own cases
 (auditor/rules/workspace_allocation.py)."""
 
+from pathlib import Path
 import textwrap
 
 import pytest
@@ -278,3 +279,113 @@ def test_global_statement_at_module_level_is_harmless():
     # A `global` at module level is legal and changes nothing; it once sent the lookup in circles.
     source = "import torch\nglobal counter\ncounter = 0\ndef forward(x):\n    global counter\n    ws = torch.empty(4, device='cuda')\n    k(ws, counter)\n"
     assert one(source).code == "AA101"
+
+
+def test_a_file_whose_only_allocations_are_get_empty_calls_is_analysed(tmp_path):
+    # What `fix` wrote: the prefilter must not skip it, so that AA206 runs on it.
+    (tmp_path / "fixed.py").write_text(
+        "from allocaudit.runtime import get_empty\n"
+        "def forward(x, dt):\n"
+        "    a = get_empty((4,), dt, cache_name='moe.ws')\n"
+        "    b = get_empty((8,), dt, cache_name='moe.ws')\n"
+        "    kernel(a, b)\n"
+    )
+    result = scan([str(tmp_path / "fixed.py")], Settings(select=("AA206",)))
+    assert [(f.code, f.line) for f in result.findings] == [("AA206", 4)]
+
+
+def test_a_function_of_another_module_of_the_tree_decides_what_its_result_holds(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "layers").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "layers" / "__init__.py").write_text("")
+    quant = package / "quant.py"
+    quant.write_text(
+        "import torch\n"
+        "def quant(x, out_q=None):\n"
+        "    x_q = out_q if out_q is not None else torch.empty(x.shape, device=x.device)\n"
+        "    x_s = torch.empty(x.shape[0], device=x.device)\n"
+        "    return x_q, x_s\n"
+    )
+    layer = package / "layers" / "moe.py"
+    layer.write_text(
+        "import torch\n"
+        "from pkg.quant import quant\n"
+        "from .. import quant as q\n"
+        "def forward(x, out):\n"
+        "    act = torch.empty(x.shape, device='cuda')\n"
+        "    kernel(x, act)\n"
+        "    return quant(act, out_q=out)\n"
+        "def scales(x):\n"
+        "    buf = torch.empty(x.shape, device='cuda')\n"
+        "    return q.quant(x, buf)[1]\n"
+    )
+    settings = Settings(select=("AA101", "AA102"))
+    cache = tmp_path / "cache"
+    # Only the layer is scanned; the module it imports is read to know what quant returns.
+    found = scan([str(layer)], settings, cache_dir=cache)
+    assert [(f.line, f.code, f.fixable) for f in found.findings] == [(5, "AA101", True), (9, "AA101", True)]
+    # When quant starts returning its input (and out_q second), the cached result is stale.
+    quant.write_text(quant.read_text().replace("return x_q, x_s", "return x, x_q"))
+    again = scan([str(layer)], settings, cache_dir=cache)
+    assert again.cache_hits == 0
+    assert [(f.line, f.code) for f in again.findings] == [(5, "AA102"), (9, "AA102")]
+
+
+def test_a_function_the_tree_calls_only_from_weight_loading_is_set_up(tmp_path):
+    package = tmp_path / "moe"
+    (package / "oracle").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "oracle" / "__init__.py").write_text("")
+    (package / "ep.py").write_text(
+        "import torch\n"
+        "def _dequant_rows(packed, scale):\n"
+        "    values = torch.empty(packed.shape[0], packed.shape[1] * 2, dtype=torch.float32, device=packed.device)\n"
+        "    values[:, ::2] = packed & 15\n"
+        "    return (values * scale).to(torch.bfloat16)\n"
+        "def ep_weights(w13, scale):\n"
+        "    return _dequant_rows(w13, scale)\n"
+        "def forward_tokens(x):\n"
+        "    ws = torch.empty(x.shape, device=x.device)\n"
+        "    kernel(x, ws)\n"
+        "    return x\n"
+    )
+    oracle = package / "oracle" / "fp4.py"
+    oracle.write_text(
+        "def convert_weight_to_ep_format(layer):\n"
+        "    from moe.ep import ep_weights\n"
+        "    layer.w13 = ep_weights(layer.w13, layer.scale)\n"
+    )
+    settings = Settings(select=("AA101", "AA103"))
+    cache = tmp_path / "cache"
+    for _ in range(2):  # the second scan reads both passes from the cache
+        found = scan([str(package)], settings, cache_dir=cache)
+        assert [(Path(f.path).name, f.line, f.code) for f in found.findings] == [("ep.py", 3, "AA103"), ("ep.py", 9, "AA101")]
+        assert "only called from set-up code" in found.findings[0].message
+    # A per-call caller anywhere in the tree makes it per call again.
+    oracle.write_text(oracle.read_text() + "def apply(layer, x):\n    from moe.ep import ep_weights\n    return ep_weights(x, layer.scale)\n")
+    found = scan([str(package)], settings, cache_dir=cache)
+    assert [(Path(f.path).name, f.line, f.code) for f in found.findings] == [("ep.py", 3, "AA101"), ("ep.py", 9, "AA101")]
+
+
+@pytest.mark.parametrize(
+    "caller, code",
+    [
+        ("    ws, out = make_workspace(x)\n    k(x, ws, out)\n    return out.view(-1)\n", "AA102"),  # a view of its result leaves
+        ("    ws, out = outer_workspace(x)\n    k(x, ws)\n    return out\n", "AA102"),  # through a second helper
+        ("    ws, out = make_workspace(x)\n    self.last = ws\n", "AA102"),  # stored
+        ("    ws, out = make_workspace(x)\n    k(x, ws, out)\n    return x\n", "AA101"),  # used and dropped
+        ("    ws, out = outer_workspace(x)\n    k(x, ws, out)\n", "AA101"),
+    ],
+)
+def test_a_workspace_helpers_result_is_a_workspace_unless_a_caller_lets_it_out(caller, code):
+    source = (
+        "import torch\n"
+        "def make_workspace(x):\n"
+        "    ws = torch.empty(x.shape[0] * 2, device='cuda')\n"
+        "    return ws, ws[: x.shape[0]]\n"
+        "def outer_workspace(x):\n"
+        "    return make_workspace(x)\n"
+        "def forward(self, x):\n" + caller
+    )
+    assert [(f.line, f.code) for f in findings(source)] == [(3, code)]
