@@ -3,7 +3,9 @@
 The scan decides which sites may be rewritten (`Finding.fixable`, by the policy of
 `allocaudit.auditor.analysis.fixability`); this module finds the
 same calls again in a libcst tree by position, rewrites each one with its own arguments
-as written, adds `from allocaudit.runtime import get_empty` once, and leaves every other byte alone. A site whose rewrite would change
+as written, adds `from allocaudit.runtime import get_empty` once (or from the vendored runtime
+module the settings name; in each rewritten function where the module imports torch lazily: see
+`runtime_imports`), and leaves every other byte alone. A site whose rewrite would change
 what the program does is skipped with a reason instead.
 """
 
@@ -21,7 +23,9 @@ from allocaudit.auditor.analysis import fixability
 from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, FactoryKind, bind
 from allocaudit.auditor.findings import Finding
 from allocaudit.auditor.rules import FIXABLE_CODES
+from allocaudit.auditor.settings import DEFAULT_RUNTIME_MODULE
 from allocaudit.rewrites import cache_names
+from allocaudit.rewrites.runtime_imports import function_runtime_imports, imports_torch_eagerly, runtime_import, with_function_imports
 from allocaudit.rewrites.syntax import (
     BoundNames,
     Item,
@@ -33,10 +37,8 @@ from allocaudit.rewrites.syntax import (
     is_simple_reference,
     keyword_arg,
     module_torch_name,
-    runtime_import_name,
 )
 
-RUNTIME_MODULE = "allocaudit.runtime"
 RUNTIME_FUNCTION = "get_empty"
 ALIAS = "allocaudit_get_empty"
 # Keywords whose value the scan has checked to be the default (None/False, torch.strided,
@@ -86,9 +88,9 @@ class _FixError(Exception):
     """A site the codemod cannot rewrite exactly; the message is the reason."""
 
 
-def fix_source(path: str, text: str, findings: Sequence[Finding]) -> FileFix:
+def fix_source(path: str, text: str, findings: Sequence[Finding], runtime_module: str = DEFAULT_RUNTIME_MODULE) -> FileFix:
     """Rewrite the fixable findings of one file (of the rules that offer a fix). ``findings``
-    come from a scan of ``text``."""
+    come from a scan of ``text``; get_empty is imported from ``runtime_module``."""
     result = FileFix()
     candidates = []
     for finding in findings:
@@ -140,9 +142,19 @@ def fix_source(path: str, text: str, findings: Sequence[Finding]) -> FileFix:
     if not plans:
         return result
 
-    existing = runtime_import_name(module)
+    def is_runtime(name: str) -> bool:
+        return name == runtime_module
+
+    existing = runtime_import(module.body, is_runtime)
+    # Where the module imports torch lazily, each rewritten function imports get_empty itself.
+    local = {} if existing is not None or imports_torch_eagerly(module) else _functions(plans, parents, result)
+    if not plans:
+        return result
+    imported = {name for _, name in function_runtime_imports(module, is_runtime).values()} if local else set()
     if existing is not None:
-        function_name = existing
+        function_name = existing[1]
+    elif len(imported) == 1:
+        function_name = next(iter(imported))
     elif RUNTIME_FUNCTION not in bound.names:
         function_name = RUNTIME_FUNCTION
     else:
@@ -155,25 +167,51 @@ def fix_source(path: str, text: str, findings: Sequence[Finding]) -> FileFix:
     taken = _existing_cache_names(module)
     names = cache_names.assign([p.base_name for p in plans], taken)
     replacements: dict[cst.Call, tuple[_Plan, str]] = {p.node: (p, name) for p, name in zip(plans, names)}
-    transformer = _Transformer(replacements, function_name, torch_name)
+    transformer = _Transformer(replacements, function_name, torch_name, local, module, runtime_module, need_torch_import)
     new_module = module.visit(transformer)
     for finding, reason in transformer.skipped:
         result.skips.append(Skip(finding, reason))
     if not transformer.done:
         return result
 
-    imports = []
-    if need_torch_import and any(p.inferred_dtype is not None and _torch_receiver(p) is None for p, _ in transformer.done):
-        imports.append("import torch")
-    if existing is None:
-        alias = "" if function_name == RUNTIME_FUNCTION else f" as {function_name}"
-        imports.append(f"from {RUNTIME_MODULE} import {RUNTIME_FUNCTION}{alias}")
-    new_module = insert_imports(new_module, imports)
+    if not local:
+        imports = []
+        if need_torch_import and any(_needs_torch_import(p) for p, _ in transformer.done):
+            imports.append("import torch")
+        if existing is None:
+            imports.append(_import_line(runtime_module, function_name))
+        new_module = insert_imports(new_module, imports)
     result.text = new_module.code
     result.rewrites = [Rewrite(plan.finding, name) for plan, name in transformer.done]
     result.rewrites.sort(key=lambda r: (r.finding.line, r.finding.col))
     result.skips.sort(key=lambda s: (s.finding.line, s.finding.col))
     return result
+
+
+def _import_line(runtime_module: str, function_name: str) -> str:
+    alias = "" if function_name == RUNTIME_FUNCTION else f" as {function_name}"
+    return f"from {runtime_module} import {RUNTIME_FUNCTION}{alias}"
+
+
+def _needs_torch_import(plan: _Plan) -> bool:
+    return plan.inferred_dtype is not None and _torch_receiver(plan) is None
+
+
+def _functions(plans: list[_Plan], parents, result: FileFix) -> dict[cst.Call, cst.FunctionDef]:
+    """The innermost function of each call, for its function-local import; a call in no
+    function, or in a one-line one, is skipped (removed from ``plans``)."""
+    found = {}
+    for plan in list(plans):
+        node = parents.get(plan.node)
+        while node is not None and not isinstance(node, cst.FunctionDef):
+            node = parents.get(node)
+        if node is None or not isinstance(node.body, cst.IndentedBlock):
+            plans.remove(plan)
+            where = "in no function" if node is None else "in a one-line function"
+            result.skips.append(Skip(plan.finding, f"the module imports torch lazily and the call is {where}: no place for a function-local import of get_empty"))
+            continue
+        found[plan.node] = node
+    return found
 
 
 def _torch_receiver(plan: _Plan) -> Optional[str]:
@@ -343,13 +381,26 @@ def _target(node: cst.CSTNode, parents) -> Optional[str]:
 
 
 class _Transformer(cst.CSTTransformer):
-    def __init__(self, replacements, function_name: str, torch_name: Optional[str]) -> None:
+    def __init__(self, replacements, function_name: str, torch_name: Optional[str], local, module: cst.Module, runtime_module: str, need_torch_import: bool) -> None:
         super().__init__()
         self.replacements = replacements
         self.function_name = function_name
         self.torch_name = torch_name
+        self.local: dict[cst.Call, cst.FunctionDef] = local  # call -> function that imports get_empty
+        self.module = module
+        self.runtime_module = runtime_module
+        self.need_torch_import = need_torch_import
         self.done: list[tuple[_Plan, str]] = []
         self.skipped: list[tuple[Finding, str]] = []
+
+    def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
+        plans = [plan for plan, _ in self.done if self.local.get(plan.node) is original]
+        if not plans:
+            return updated
+        lines = ["import torch"] if self.need_torch_import and any(_needs_torch_import(p) for p in plans) else []
+        if runtime_import(original.body.body, lambda name: name == self.runtime_module) is None:
+            lines.append(_import_line(self.runtime_module, self.function_name))
+        return with_function_imports(updated, lines, self.module) if lines else updated
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
         entry = self.replacements.get(original)
