@@ -27,7 +27,7 @@ from allocaudit.auditor.profiling.commands import (
 from allocaudit.auditor.project import Resolver, project_root, rooted
 from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE
 from allocaudit.auditor.settings import KEYS as SETTINGS_KEYS
-from allocaudit.auditor.settings import ConfigError, Settings, load, split_codes
+from allocaudit.auditor.settings import ConfigError, Settings, check_module_name, load, split_codes
 from allocaudit.auditor.usage import fail
 from allocaudit.auditor.version import VERSION
 
@@ -81,12 +81,18 @@ def _resolver(
     config: Optional[Path],
     select=None, extend_select=None, ignore=None, all_files=False, min_confidence=None,
     no_gitignore=False, force_exclude=None, exit_zero=False, include_by_content=None, unsafe_fixes=None,
+    runtime_module=None,
 ) -> Resolver:
     """Each file's settings: its nearest config's (or --config's for all), flags over them.
     A bad flag or config fails here, before anything is read."""
     if config is not None and not config.is_file():
         fail(f"config file {config} does not exist")
     select, extend_select, ignore = split_codes(select or ()), split_codes(extend_select or ()), split_codes(ignore or ())
+    if runtime_module is not None:
+        try:
+            check_module_name(runtime_module)
+        except ValueError as exc:
+            fail(f"--runtime-module: {exc}")
     if exit_zero:
         extend_select += (UNPARSABLE,)  # a file that does not parse is a finding, not an exit-2 error
 
@@ -111,6 +117,8 @@ def _resolver(
             changes["include_by_content"] = include_by_content
         if unsafe_fixes is not None:
             changes["unsafe_fixes"] = unsafe_fixes
+        if runtime_module is not None:
+            changes["runtime_module"] = runtime_module
         return replace(settings, **changes)
 
     try:
@@ -296,6 +304,8 @@ def _report(result, mode: str, verbs: tuple[str, str], show_fixes: bool = False)
         out.write(f"{row.path}:{row.line}:{row.col}: unsafe fix not applied: {row.text}\n")
     for error in result.errors:
         out.write(f"{error.path}: error: {error.reason}\n")
+    for warning in result.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
     done, pending = verbs
     verb = done if mode not in (CHECK, DIFF) else pending
     summary = f"{verb} {plural(len(result.changed), 'site')} in {plural(len(result.files_changed), 'file')} ({len(result.skipped)} skipped)."
@@ -321,6 +331,13 @@ CodemodConfig = Annotated[
     Optional[Path],
     typer.Option("--config", help="pyproject.toml to read [tool.allocaudit] from for every file (default: each file's nearest one)."),
 ]
+CodemodRuntimeModule = Annotated[
+    Optional[str],
+    typer.Option(
+        "--runtime-module",
+        help="Import get_empty from this module (your copy written by `allocaudit vendor-runtime`) instead of allocaudit.runtime.",
+    ),
+]
 CodemodForceExclude = Annotated[
     Optional[bool],
     typer.Option(
@@ -344,6 +361,7 @@ def fix(
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes for the scan (default: one per core)."),
     unsafe_fixes: UnsafeFixes = None,
     show_fixes: bool = typer.Option(False, "--show-fixes", help="List each site rewritten (with --diff: each site that would be)."),
+    runtime_module: CodemodRuntimeModule = None,
 ) -> None:
     """Rewrite per-call CUDA workspaces (AA101 sites the scan marks [*]) into get_empty calls."""
     from allocaudit.rewrites.apply import run_fix
@@ -351,7 +369,7 @@ def fix(
     paths = paths or ["."]
     resolver = _resolver(
         config, all_files=all_files, no_gitignore=no_gitignore, force_exclude=force_exclude,
-        include_by_content=include_by_content, unsafe_fixes=unsafe_fixes,
+        include_by_content=include_by_content, unsafe_fixes=unsafe_fixes, runtime_module=runtime_module,
     )
     mode = _codemod_mode(diff, check)
     try:
@@ -372,13 +390,15 @@ def unfix(
     force_exclude: CodemodForceExclude = None,
     include_by_content: IncludeByContent = None,
     config: CodemodConfig = None,
+    runtime_module: CodemodRuntimeModule = None,
 ) -> None:
     """Turn get_empty calls back into the torch.zeros/torch.empty calls they stand for."""
     from allocaudit.rewrites.apply import run_unfix
 
     paths = paths or ["."]
     resolver = _resolver(
-        config, all_files=all_files, no_gitignore=no_gitignore, force_exclude=force_exclude, include_by_content=include_by_content
+        config, all_files=all_files, no_gitignore=no_gitignore, force_exclude=force_exclude,
+        include_by_content=include_by_content, runtime_module=runtime_module,
     )
     mode = _codemod_mode(diff, check)
     try:

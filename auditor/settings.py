@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import keyword
 import os
 import sys
 from dataclasses import asdict, dataclass, fields, replace
@@ -51,6 +52,8 @@ DEFAULT_NOT_PER_CALL = (
 # Functions whose job is to build scratch buffers for their caller.
 DEFAULT_WORKSPACE_HELPERS = ("*workspace*", "*scratch*")
 DEFAULT_MAX_FILE_SIZE = 8 * 1024 * 1024
+# What `fix` imports get_empty from; `allocaudit vendor-runtime` makes a copy with no dependency but torch.
+DEFAULT_RUNTIME_MODULE = "allocaudit.runtime"
 
 
 class ConfigError(Exception):
@@ -75,15 +78,16 @@ class Settings:
     per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (glob, codes) pairs
     # Apply unsafe fixes too (ruff's `unsafe-fixes`); None: no, but say how many were held back.
     unsafe_fixes: Optional[bool] = None
+    runtime_module: str = DEFAULT_RUNTIME_MODULE  # the module `fix` imports get_empty from
     root: Optional[str] = None  # the folder globs are relative to: the config's, or the project root
     config_file: Optional[str] = None  # the pyproject.toml these settings come from
 
-    # Which files are scanned, which findings are kept afterwards and which fixes apply:
-    # none of it changes what the analysis of one file reports, so none of it is in the
-    # cache's fingerprint.
+    # Which files are scanned, which findings are kept afterwards, which fixes apply and what
+    # `fix` writes: none of it changes what the analysis of one file reports, so none of it is
+    # in the cache's fingerprint.
     SCOPE_FIELDS: ClassVar[tuple[str, ...]] = (
         "include", "include_by_content", "exclude", "respect_gitignore", "all_files", "force_exclude", "per_file_ignores", "root", "config_file",
-        "unsafe_fixes",
+        "unsafe_fixes", "runtime_module",
     )
 
     def enabled_codes(self) -> frozenset[str]:
@@ -138,6 +142,7 @@ KEYS = {
     "force-exclude": ("force_exclude", False),
     "per-file-ignores": ("per_file_ignores", False),
     "unsafe-fixes": ("unsafe_fixes", False),
+    "runtime-module": ("runtime_module", False),
 }
 
 
@@ -206,6 +211,11 @@ def _check(config: Path, key: str, field_name: str, value: Any, extend: bool, cu
         if value not in CONFIDENCE_ORDER:
             raise ConfigError(f"{where} must be one of {', '.join(CONFIDENCE_ORDER)}, not {value!r}")
         return value
+    if field_name == "runtime_module":
+        try:
+            return check_module_name(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     if field_name == "max_file_size":
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"{where} must be a positive number of bytes, not {value!r}")
@@ -227,6 +237,15 @@ def _per_file_ignores(where: str, value: Any) -> tuple[tuple[str, tuple[str, ...
             _expand(code, f"{where} `{glob}`")
         pairs.append((glob, tuple(codes)))
     return tuple(pairs)
+
+
+def check_module_name(value: Any) -> str:
+    """``value`` if it is an absolute dotted module name (`myengine._allocaudit_runtime`), else
+    ValueError naming it: `fix` writes `from <value> import get_empty` into every patched file."""
+    parts = value.split(".") if isinstance(value, str) else []
+    if not parts or not all(part.isidentifier() and not keyword.iskeyword(part) for part in parts):
+        raise ValueError(f"runtime module must be an absolute dotted module name such as myengine._allocaudit_runtime, not {value!r}")
+    return value
 
 
 def ignored_codes(patterns: Iterable[str]) -> frozenset[str]:

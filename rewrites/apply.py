@@ -26,6 +26,7 @@ from allocaudit.auditor.rules import FIXABLE_CODES
 from allocaudit.auditor.settings import Settings
 from allocaudit.rewrites.files import SourceError, SourceFile, WriteError, read_source, write_atomic
 from allocaudit.rewrites.fix import Rewrite, fix_source
+from allocaudit.rewrites.runtime_imports import recogniser, vendored_problem
 from allocaudit.rewrites.unfix import unfix_source
 
 Mode = Literal["write", "diff", "check"]
@@ -54,6 +55,7 @@ class RunResult:
     diffs: list[str] = field(default_factory=list)
     files_seen: int = 0
     files_skipped: int = 0  # Python files out of scope
+    warnings: list[str] = field(default_factory=list)  # once each: what may fail where the code runs
     interrupted: bool = False  # Ctrl-C: what is listed was done, the rest was not
 
     def exit_code(self, mode: Mode) -> int:
@@ -116,7 +118,7 @@ def _fix_file(path: str, findings: list, settings: Settings, stamp, mode: Mode, 
         result.errors.append(FileError(path, "file changed during the run: not rewritten"))
         return
     try:
-        fixed = fix_source(path, source.text, findings, settings.unsafe_fixes)
+        fixed = fix_source(path, source.text, findings, settings.unsafe_fixes, settings.runtime_module)
     except cst.ParserSyntaxError as exc:
         result.errors.append(FileError(path, f"libcst cannot parse it: {exc.message} at line {exc.raw_line}"))
         return
@@ -129,6 +131,9 @@ def _fix_file(path: str, findings: list, settings: Settings, stamp, mode: Mode, 
     rows += [SiteRow(path, f.line, f.col, f"`{f.api}` deleted: never read") for f in fixed.deletions]
     if fixed.text is not None and _finish(source, fixed.text, mode, result):
         result.changed += rows
+        problem = vendored_problem(settings.runtime_module, path)
+        if problem is not None and problem not in result.warnings:
+            result.warnings.append(problem)
 
 
 def _rewritten(rewrite: Rewrite) -> str:
@@ -142,22 +147,22 @@ def run_unfix(paths: Iterable[str], settings: "Settings | Resolver", mode: Mode 
     result = RunResult(errors=list(found.errors), files_seen=len(found.files), files_skipped=found.skipped)
     try:
         for path, file_settings in found.files:
-            _unfix_file(path, file_settings.max_file_size, mode, result)
+            _unfix_file(path, file_settings, mode, result)
     except KeyboardInterrupt:
         result.interrupted = True
     return result
 
 
-def _unfix_file(path: str, max_size: int, mode: Mode, result: RunResult) -> None:
+def _unfix_file(path: str, settings: Settings, mode: Mode, result: RunResult) -> None:
     try:
-        source = read_source(path, max_size)
+        source = read_source(path, settings.max_file_size)
     except SourceError as exc:
         result.errors.append(FileError(path, str(exc)))
         return
     if b"get_empty" not in source.data:
         return
     try:
-        restored = unfix_source(source.text)
+        restored = unfix_source(source.text, recogniser(settings.runtime_module, path))
     except cst.ParserSyntaxError as exc:
         result.errors.append(FileError(path, f"syntax error at line {exc.raw_line}: {exc.message}"))
         return

@@ -5,9 +5,10 @@ where the original may have written `th.zeros(m, n, ...)`, `x.new_zeros(...)`,
 `torch.zeros_like(x, memory_format=torch.contiguous_format)` or `torch.full(s, 0)`. Both
 modules are brought to one normal form — every factory call as (zeros|empty, shape, dtype,
 device) with default arguments dropped, torch spelled `torch`, `import torch` and the
-runtime import set aside — and then compared as Python ASTs. A `*_like` in the input's
-layout (no memory format, or `torch.preserve_format`) is its own form (zeros_like|empty_like,
-input, dtype, device): it is not the contiguous tensor of the input's shape.
+runtime import set aside (at module level and in functions, where `fix` and `unfix` put them in
+modules that import torch lazily) — and then compared as Python ASTs. A `*_like` in the
+input's layout (no memory format, or `torch.preserve_format`) is its own form
+(zeros_like|empty_like, input, dtype, device): it is not the contiguous tensor of the input's shape.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class _Normaliser(ast.NodeTransformer):
     def visit_Module(self, node: ast.Module) -> ast.AST:
         node.body = [s for s in node.body if not _is_set_aside(s)]
         return self.generic_visit(node)
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Module
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         self.generic_visit(node)

@@ -5,7 +5,9 @@ The scan decides which sites may be rewritten (`Finding.fixable`, by the policy 
 by `allocaudit.auditor.analysis.fix_safety`; unsafe ones only with `--unsafe-fixes`); this
 module finds the same calls again in a libcst tree by position, rewrites each one with its
 own arguments as written, adds `from allocaudit.runtime import get_empty` (and
-`get_empty_like`) once, and leaves every other byte alone. A site whose rewrite would change
+`get_empty_like`) once (or from the vendored runtime module the settings name; in each
+rewritten function where the module imports torch lazily: see `runtime_imports`), and leaves
+every other byte alone. A site whose rewrite would change
 what the program does is skipped with a reason instead.
 
 `torch.empty_like(x)` keeps `x`'s layout (`memory_format=torch.preserve_format`, the
@@ -29,7 +31,9 @@ from allocaudit.auditor.analysis import fixability
 from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, FactoryKind, bind
 from allocaudit.auditor.findings import Finding
 from allocaudit.auditor.rules import FIX_KINDS, FIXABLE_CODES, FixKind
+from allocaudit.auditor.settings import DEFAULT_RUNTIME_MODULE
 from allocaudit.rewrites import cache_names
+from allocaudit.rewrites.runtime_imports import function_runtime_imports, imports_torch_eagerly, runtime_import, with_function_imports
 from allocaudit.rewrites.syntax import (
     BoundNames,
     Item,
@@ -41,10 +45,8 @@ from allocaudit.rewrites.syntax import (
     is_simple_reference,
     keyword_arg,
     module_torch_name,
-    runtime_import_name,
 )
 
-RUNTIME_MODULE = "allocaudit.runtime"
 RUNTIME_FUNCTION = "get_empty"
 RUNTIME_LIKE_FUNCTION = "get_empty_like"
 RUNTIME_FUNCTIONS = (RUNTIME_FUNCTION, RUNTIME_LIKE_FUNCTION)
@@ -105,10 +107,12 @@ class _FixError(Exception):
     """A site the codemod cannot rewrite exactly; the message is the reason."""
 
 
-def fix_source(path: str, text: str, findings: Sequence[Finding], unsafe_fixes: Optional[bool] = None) -> FileFix:
+def fix_source(
+    path: str, text: str, findings: Sequence[Finding], unsafe_fixes: Optional[bool] = None, runtime_module: str = DEFAULT_RUNTIME_MODULE
+) -> FileFix:
     """Rewrite the fixable findings of one file (of the rules that offer a fix) whose fix
     applies: the safe ones, and the unsafe ones too with ``unsafe_fixes``. ``findings``
-    come from a scan of ``text``."""
+    come from a scan of ``text``; get_empty is imported from ``runtime_module``."""
     result = FileFix()
     candidates = []
     for finding in findings:
@@ -162,38 +166,48 @@ def fix_source(path: str, text: str, findings: Sequence[Finding], unsafe_fixes: 
     if not plans and not deletions:
         return result
 
-    # The local name of each runtime function: its existing import, else its own name,
-    # else an alias (`allocaudit_get_empty`, `allocaudit_get_empty_2`...) nothing else uses.
-    existing = {f: runtime_import_name(module, f) for f in RUNTIME_FUNCTIONS}
+    def is_runtime(name: str) -> bool:
+        return name == runtime_module
+
+    existing = {f: runtime_import(module.body, is_runtime, f) for f in RUNTIME_FUNCTIONS}
+    # Where the module imports torch lazily, each rewritten function imports the runtime itself.
+    eager = any(existing.values()) or imports_torch_eagerly(module)
+    local = {} if eager else _functions(plans, parents, result)
+    if not plans and not deletions:
+        return result
+    # The local name of each runtime function: its existing import (the module's, or the one
+    # the rewritten functions already share), else its own name, else an alias
+    # (`allocaudit_get_empty`, `allocaudit_get_empty_2`...) nothing else uses.
     function_names: dict[str, str] = {}
     for function in RUNTIME_FUNCTIONS:
-        candidates = (function, f"allocaudit_{function}", *(f"allocaudit_{function}_{n}" for n in range(2, 1000)))
-        function_names[function] = existing[function] or next(
-            c for c in candidates if c not in bound.names and c not in function_names.values()
-        )
+        imported = {name for _, name in function_runtime_imports(module, is_runtime, function).values()} if local else set()
+        if existing[function] is not None:
+            function_names[function] = existing[function][1]
+        elif len(imported) == 1:
+            function_names[function] = next(iter(imported))
+        else:
+            candidates = (function, f"allocaudit_{function}", *(f"allocaudit_{function}_{n}" for n in range(2, 1000)))
+            function_names[function] = next(c for c in candidates if c not in bound.names and c not in function_names.values())
 
     taken = _existing_cache_names(module)
     names = cache_names.assign([p.base_name for p in plans], taken)
     replacements: dict[cst.Call, tuple[_Plan, str]] = {p.node: (p, name) for p, name in zip(plans, names)}
-    transformer = _Transformer(replacements, deletions, function_names, torch_name)
+    transformer = _Transformer(replacements, deletions, function_names, torch_name, local, module, runtime_module, need_torch_import)
     new_module = module.visit(transformer)
     for finding, reason in transformer.skipped:
         result.skips.append(Skip(finding, reason))
     if not transformer.done and not transformer.deleted:
         return result
 
-    imports = []
-    if need_torch_import and any(p.inferred_dtype is not None and _torch_receiver(p) is None for p, _ in transformer.done):
-        imports.append("import torch")
-    used = {plan.function for plan, _ in transformer.done}
-    added = [
-        function + ("" if function_names[function] == function else f" as {function_names[function]}")
-        for function in RUNTIME_FUNCTIONS
-        if function in used and existing[function] is None
-    ]
-    if added:
-        imports.append(f"from {RUNTIME_MODULE} import {', '.join(added)}")
-    new_module = insert_imports(new_module, imports)
+    if not local:
+        imports = []
+        if need_torch_import and any(_needs_torch_import(p) for p, _ in transformer.done):
+            imports.append("import torch")
+        used = {plan.function for plan, _ in transformer.done}
+        added = [f for f in RUNTIME_FUNCTIONS if f in used and existing[f] is None]
+        if added:
+            imports.append(_import_line(runtime_module, added, function_names))
+        new_module = insert_imports(new_module, imports)
     result.text = new_module.code
     result.rewrites = [Rewrite(plan.finding, name, plan.function) for plan, name in transformer.done]
     result.rewrites.sort(key=lambda r: (r.finding.line, r.finding.col))
@@ -220,6 +234,32 @@ def _deletable_statement(call: cst.Call, parents) -> cst.SimpleStatementLine:
     if len(body) < 2:
         raise _FixError("the allocation is the only statement of its block")
     return node
+
+
+def _import_line(runtime_module: str, functions: Sequence[str], function_names: dict[str, str]) -> str:
+    names = [f + ("" if function_names[f] == f else f" as {function_names[f]}") for f in functions]
+    return f"from {runtime_module} import {', '.join(names)}"
+
+
+def _needs_torch_import(plan: _Plan) -> bool:
+    return plan.inferred_dtype is not None and _torch_receiver(plan) is None
+
+
+def _functions(plans: list[_Plan], parents, result: FileFix) -> dict[cst.Call, cst.FunctionDef]:
+    """The innermost function of each call, for its function-local import; a call in no
+    function, or in a one-line one, is skipped (removed from ``plans``)."""
+    found = {}
+    for plan in list(plans):
+        node = parents.get(plan.node)
+        while node is not None and not isinstance(node, cst.FunctionDef):
+            node = parents.get(node)
+        if node is None or not isinstance(node.body, cst.IndentedBlock):
+            plans.remove(plan)
+            where = "in no function" if node is None else "in a one-line function"
+            result.skips.append(Skip(plan.finding, f"the module imports torch lazily and the call is {where}: no place for a function-local import of get_empty"))
+            continue
+        found[plan.node] = node
+    return found
 
 
 def _torch_receiver(plan: _Plan) -> Optional[str]:
@@ -399,12 +439,19 @@ def _target(node: cst.CSTNode, parents) -> Optional[str]:
 
 
 class _Transformer(cst.CSTTransformer):
-    def __init__(self, replacements, deletions: dict[cst.SimpleStatementLine, Finding], function_names: dict[str, str], torch_name: Optional[str]) -> None:
+    def __init__(
+        self, replacements, deletions: dict[cst.SimpleStatementLine, Finding], function_names: dict[str, str], torch_name: Optional[str],
+        local: dict[cst.Call, cst.FunctionDef], module: cst.Module, runtime_module: str, need_torch_import: bool,
+    ) -> None:
         super().__init__()
         self.replacements = replacements
         self.deletions = deletions
         self.function_names = function_names
         self.torch_name = torch_name
+        self.local: dict[cst.Call, cst.FunctionDef] = local  # call -> function that imports get_empty
+        self.module = module
+        self.runtime_module = runtime_module
+        self.need_torch_import = need_torch_import
         self.done: list[tuple[_Plan, str]] = []
         self.deleted: list[Finding] = []
         self.skipped: list[tuple[Finding, str]] = []
@@ -415,6 +462,20 @@ class _Transformer(cst.CSTTransformer):
             return updated
         self.deleted.append(finding)
         return cst.RemoveFromParent()
+
+    def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
+        plans = [plan for plan, _ in self.done if self.local.get(plan.node) is original]
+        if not plans:
+            return updated
+        lines = ["import torch"] if self.need_torch_import and any(_needs_torch_import(p) for p in plans) else []
+        used = {plan.function for plan in plans}
+        missing = [
+            f for f in RUNTIME_FUNCTIONS
+            if f in used and runtime_import(original.body.body, lambda name: name == self.runtime_module, f) is None
+        ]
+        if missing:
+            lines.append(_import_line(self.runtime_module, missing, self.function_names))
+        return with_function_imports(updated, lines, self.module) if lines else updated
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
         entry = self.replacements.get(original)

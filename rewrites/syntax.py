@@ -190,32 +190,23 @@ def module_torch_name(module: cst.Module) -> Optional[str]:
         if not isinstance(statement, cst.SimpleStatementLine):
             continue
         for small in statement.body:
-            if not isinstance(small, cst.Import):
-                continue
-            for alias in small.names:
-                name = dotted(alias.name)
-                if alias.asname is not None:
-                    if name == "torch" and isinstance(alias.asname.name, cst.Name):
-                        return alias.asname.name.value
-                elif name == "torch" or (name or "").startswith("torch."):
-                    return "torch"
+            if isinstance(small, cst.Import):
+                for name in torch_import_names(small):
+                    return name
     return None
 
 
-def runtime_import_name(module: cst.Module, obj: str = "get_empty") -> Optional[str]:
-    """The local name of a module-level `from allocaudit.runtime import get_empty [as x]`."""
-    for statement in module.body:
-        if not isinstance(statement, cst.SimpleStatementLine):
-            continue
-        for small in statement.body:
-            if not isinstance(small, cst.ImportFrom) or small.relative or isinstance(small.names, cst.ImportStar):
-                continue
-            if small.module is None or dotted(small.module) != "allocaudit.runtime":
-                continue
-            for alias in small.names:
-                if dotted(alias.name) == obj:
-                    return alias.asname.name.value if alias.asname is not None else obj
-    return None
+def torch_import_names(node: cst.Import) -> list[str]:
+    """The names an import statement binds to torch: `import torch [as th]`, `import torch.nn`."""
+    names = []
+    for alias in node.names:
+        name = dotted(alias.name)
+        if alias.asname is not None:
+            if name == "torch" and isinstance(alias.asname.name, cst.Name):
+                names.append(alias.asname.name.value)
+        elif name == "torch" or (name or "").startswith("torch."):
+            names.append("torch")
+    return names
 
 
 def _is_import_line(statement: cst.CSTNode) -> bool:
@@ -238,28 +229,39 @@ def insert_imports(module: cst.Module, lines: Sequence[str]) -> cst.Module:
     (`from __future__` ones included), where libcst's AddImportsVisitor puts them. Written
     by hand because AddImportsVisitor walks the whole module with matchers: 1.3 s for
     vLLM's 2,000-line fused_moe.py, against milliseconds for this."""
-    body = list(module.body)
+    return module.with_changes(body=insert_after_preamble(module.body, lines, module))
+
+
+def insert_after_preamble(body: Sequence[cst.BaseStatement], lines: Sequence[str], module: cst.Module) -> list[cst.BaseStatement]:
+    """``body`` (a module's or a function's) with ``lines`` after its docstring and leading imports."""
+    body = list(body)
     position = 1 if body and _is_docstring(body[0]) else 0
     while position < len(body) and _is_import_line(body[position]):
         position += 1
     new = [cst.parse_statement(line + module.default_newline, config=module.config_for_parsing) for line in lines]
-    return module.with_changes(body=[*body[:position], *new, *body[position:]])
+    return [*body[:position], *new, *body[position:]]
 
 
 def remove_import_if_unused(module: cst.Module, module_name: str, name: str) -> cst.Module:
     """Drop `name` from the module-level `from module_name import ...` when nothing else
     reads it (the whole statement when it was the only name). Narrow on purpose, like
     insert_imports: RemoveImportsVisitor runs a full scope analysis of the module."""
+    return module.with_changes(body=without_unused_import(module.body, module_name, name))
+
+
+def without_unused_import(body: Sequence[cst.BaseStatement], module_name: str, name: str) -> list[cst.BaseStatement]:
+    """``body`` (a module's or a function's) without `name` in its `from module_name import ...`
+    statements, when nothing else in ``body`` reads it."""
     names = BoundNames()
-    for statement in module.body:
+    for statement in body:
         if not (_is_import_line(statement) and any(
             isinstance(s, cst.ImportFrom) and s.module is not None and dotted(s.module) == module_name for s in statement.body
         )):
             statement.visit(names)
     if name in names.names:
-        return module
-    body = []
-    for statement in module.body:
+        return list(body)
+    kept_body = []
+    for statement in body:
         if _is_import_line(statement) and len(statement.body) == 1:
             small = statement.body[0]
             if isinstance(small, cst.ImportFrom) and small.module is not None and dotted(small.module) == module_name and not isinstance(small.names, cst.ImportStar):
@@ -269,5 +271,5 @@ def remove_import_if_unused(module: cst.Module, module_name: str, name: str) -> 
                 if len(kept) != len(small.names):
                     kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
                     statement = statement.with_changes(body=[small.with_changes(names=kept)])
-        body.append(statement)
-    return module.with_changes(body=body)
+        kept_body.append(statement)
+    return kept_body

@@ -5,7 +5,10 @@
 rewrite is exact; a dtype of `torch.get_default_dtype()` (what `fix` writes for a missing
 dtype) is left out again. `get_empty_like(x, dtype=d, device=v, cache_name=..., zero=z)`
 is `torch.zeros_like(x, dtype=d, device=v)` (or `torch.empty_like`), layout included.
-Each import is removed once nothing uses it.
+Calls are restored where the name is the runtime's `get_empty` / `get_empty_like`: imported
+at module level, or inside the function (what `fix` writes in a module that imports torch
+lazily); which modules are the runtime's is `runtime_imports.recogniser`'s call. An import
+is removed once nothing in its scope uses it.
 """
 
 from __future__ import annotations
@@ -16,17 +19,21 @@ from typing import Optional
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from allocaudit.rewrites.fix import RUNTIME_FUNCTION, RUNTIME_FUNCTIONS, RUNTIME_LIKE_FUNCTION, RUNTIME_MODULE
+from allocaudit.auditor.settings import DEFAULT_RUNTIME_MODULE
+from allocaudit.rewrites.fix import RUNTIME_FUNCTION, RUNTIME_FUNCTIONS, RUNTIME_LIKE_FUNCTION
+from allocaudit.rewrites.runtime_imports import IsRuntime, function_runtime_imports, runtime_import, runtime_torch_name
 from allocaudit.rewrites.syntax import (
     BoundNames,
     Item,
     arrange,
     count_comments,
     dotted,
+    insert_after_preamble,
     insert_imports,
     module_torch_name,
     remove_import_if_unused,
-    runtime_import_name,
+    torch_import_names,
+    without_unused_import,
 )
 
 
@@ -37,6 +44,17 @@ class Site:
     detail: str  # the call it became, or why it was skipped
 
 
+# What a scope imports from the runtime: local name -> (runtime module, function).
+_Imported = dict[str, tuple[str, str]]
+
+
+@dataclass
+class _ImportScope:
+    may_add_torch: bool
+    restored: int = 0
+    torch_needed: bool = False
+
+
 @dataclass
 class FileUnfix:
     text: Optional[str] = None
@@ -44,53 +62,95 @@ class FileUnfix:
     skips: list[Site] = field(default_factory=list)
 
 
-def unfix_source(text: str) -> FileUnfix:
+def unfix_source(text: str, is_runtime: IsRuntime = lambda name: name == DEFAULT_RUNTIME_MODULE) -> FileUnfix:
     result = FileUnfix()
     if RUNTIME_FUNCTION not in text:
         return result
     module = cst.parse_module(text)
-    # local name -> the runtime function it imports
-    functions = {name: f for f in RUNTIME_FUNCTIONS if (name := runtime_import_name(module, f)) is not None}
-    if not functions:
+    at_module: _Imported = {}
+    in_functions: dict[cst.FunctionDef, _Imported] = {}
+    for function in RUNTIME_FUNCTIONS:
+        hit = runtime_import(module.body, is_runtime, function)
+        if hit is not None:
+            at_module[hit[1]] = (hit[0], function)
+        for node, (name, local) in function_runtime_imports(module, is_runtime, function).items():
+            in_functions.setdefault(node, {})[local] = (name, function)
+    if not at_module and not in_functions:
         return result
-    torch_name = module_torch_name(module)
-    add_torch = False
+    # torch's name where no function imports it: an unconditional import's, else a name bound
+    # to torch when the module runs (`if is_torch_available():`, a LazyLoader), else none: an
+    # `import torch` is added where the runtime was imported, if `torch` is free.
+    torch_name = module_torch_name(module) or runtime_torch_name(module)
+    add_torch = False  # at module level; a function that imports get_empty gets `import torch` instead
     if torch_name is None:
         bound = BoundNames()
         module.visit(bound)
-        if "torch" in bound.names:
-            torch_name = None  # every site is skipped below, with the reason
-        else:
-            torch_name, add_torch = "torch", True
+        add_torch = "torch" not in bound.names
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    transformer = _Transformer(functions, torch_name, wrapper.resolve(PositionProvider))
+    transformer = _Transformer(at_module, in_functions, torch_name, add_torch, wrapper.resolve(PositionProvider), module)
     new_module = wrapper.module.visit(transformer)
     result.restored, result.skips = transformer.restored, transformer.skips
     if not result.restored:
         return result
-    for local in functions:
-        new_module = remove_import_if_unused(new_module, RUNTIME_MODULE, local)
-    if add_torch:
+    for local, (name, _) in at_module.items():
+        new_module = remove_import_if_unused(new_module, name, local)
+    if transformer.imports[0].torch_needed:
         new_module = insert_imports(new_module, ["import torch"])
     result.text = new_module.code
     return result
 
 
 class _Transformer(cst.CSTTransformer):
-    def __init__(self, functions: dict[str, str], torch_name: Optional[str], positions) -> None:
+    """Restores the calls of the runtime's get_empty, scope by scope: the module's import
+    holds everywhere, a function's in that function and those nested in it."""
+
+    def __init__(self, at_module: "_Imported", in_functions: dict[cst.FunctionDef, "_Imported"], torch_name: Optional[str], add_torch: bool, positions, module: cst.Module) -> None:
         super().__init__()
-        self.functions = functions
-        self.torch_name = torch_name
+        self.in_functions = in_functions
+        self.names: list[_Imported] = [at_module]  # the runtime's functions by local name, per scope
+        self.torch_names: list[Optional[str]] = [torch_name]  # torch's name, per scope (None: not bound there)
         self.positions = positions
+        self.module = module
         self.restored: list[Site] = []
         self.skips: list[Site] = []
+        # Per open scope that imports get_empty (the module first): calls restored there, and
+        # whether one of them needs an `import torch` added to that scope.
+        self.imports: list[_ImportScope] = [_ImportScope(may_add_torch=add_torch)]
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        local = self.in_functions.get(node)
+        self.names.append({**self.names[-1], **local} if local else self.names[-1])
+        self.torch_names.append(_local_torch_name(node) or self.torch_names[-1])
+        if local:
+            self.imports.append(_ImportScope(may_add_torch=True))
+
+    def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
+        self.names.pop()
+        self.torch_names.pop()
+        local = self.in_functions.get(original)
+        if not local:
+            return updated
+        scope = self.imports.pop()
+        if not scope.restored:
+            return updated
+        body = updated.body.body
+        for name, (runtime_module, _) in local.items():
+            body = without_unused_import(body, runtime_module, name)
+        if scope.torch_needed:
+            body = insert_after_preamble(body, ["import torch"], self.module)
+        return updated.with_changes(body=updated.body.with_changes(body=body))
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
-        if not (isinstance(updated.func, cst.Name) and updated.func.value in self.functions):
+        imported = self.names[-1].get(updated.func.value) if isinstance(updated.func, cst.Name) else None
+        if imported is None:
             return updated
+        function = imported[1]
         start = self.positions[original].start
+        scope = self.imports[-1]
+        adds_torch = self.torch_names[-1] is None and scope.may_add_torch
+        self.torch_name = "torch" if adds_torch else self.torch_names[-1]
         try:
-            if self.functions[updated.func.value] == RUNTIME_LIKE_FUNCTION:
+            if function == RUNTIME_LIKE_FUNCTION:
                 new = self._restore_like(updated)
             else:
                 new = self._restore(updated)
@@ -101,6 +161,8 @@ class _Transformer(cst.CSTTransformer):
             self.skips.append(Site(start.line, start.column + 1, "a comment inside the call would be lost"))
             return updated
         self.restored.append(Site(start.line, start.column + 1, dotted(new.func) or ""))
+        scope.restored += 1
+        scope.torch_needed = scope.torch_needed or adds_torch
         return new
 
     def _restore(self, call: cst.Call) -> cst.Call:
@@ -173,3 +235,21 @@ class _Transformer(cst.CSTTransformer):
             and node.func.attr.value == "get_default_dtype"
             and dotted(node.func.value) in (self.torch_name, "torch")
         )
+
+
+def _local_torch_name(function: cst.FunctionDef) -> Optional[str]:
+    """The name an `import torch [as x]` in the function's own body binds (not nested functions')."""
+    found: list[str] = []
+
+    class Visit(cst.CSTVisitor):
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            return node is function
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+            return False
+
+        def visit_Import(self, node: cst.Import) -> None:
+            found.extend(torch_import_names(node))
+
+    function.visit(Visit())
+    return found[0] if found else None

@@ -20,6 +20,7 @@ from allocaudit.auditor.version import VERSION
 
 DEFAULT_FILE_NAME = "allocaudit_runtime.py"
 MARK = "# allocaudit-vendored-runtime"
+HEADER_LINES = 4
 _HEADER = re.compile(rf"^{re.escape(MARK)} runtime=(\S+) allocaudit=(\S+) sha256=([0-9a-f]{{64}})$", re.M)
 
 
@@ -50,6 +51,7 @@ def vendored_text(body: str) -> str:
         f"{MARK} runtime={version.group(1) if version else '?'} allocaudit={VERSION} sha256={digest}\n"
         "# Written by `allocaudit vendor-runtime`; do not edit: run it again to update this file.\n"
         "# Patched modules import get_empty from here (`allocaudit fix --runtime-module ...`).\n"
+        "# allocaudit: file-ignore  (the runtime's own allocations are not workspaces to rewrite)\n"
     )
     return header + body
 
@@ -76,6 +78,30 @@ def module_name(path: Path) -> Optional[str]:
     return ".".join(reversed(parts)) if len(parts) > 1 else None
 
 
+def module_file(name: str, start: str) -> Optional[Path]:
+    """The file that absolute module ``name`` is, seen from the folder ``start``: `a/b/c.py` (or
+    `a/b/c/__init__.py`) in ``start`` or the nearest folder above it that has one. Where a
+    project's own package lives, without importing anything."""
+    relative = Path(*name.split("."))
+    folder = Path(os.path.abspath(start))
+    while True:
+        for candidate in (folder / relative.with_suffix(".py"), folder / relative / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+        if folder.parent == folder:
+            return None
+        folder = folder.parent
+
+
+def is_vendored(path: Path) -> bool:
+    """Whether ``path`` starts with the header `vendor` writes (edited since or not)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return _HEADER.match(file.readline().rstrip("\n")) is not None
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def vendor(dest: str, check: bool = False, force: bool = False) -> Vendored:
     """Write (or, with ``check``, compare) the vendored runtime at ``dest``.
 
@@ -94,7 +120,7 @@ def vendor(dest: str, check: bool = False, force: bool = False) -> Vendored:
         header = _HEADER.match(current)
         if header is None:
             raise VendorError(f"{path}: exists and was not written by `allocaudit vendor-runtime`; not replaced (--force replaces it)")
-        body = current.split("\n", 3)[3] if current.count("\n") >= 3 else ""
+        body = current.split("\n", HEADER_LINES)[HEADER_LINES] if current.count("\n") >= HEADER_LINES else ""
         if hashlib.sha256(body.encode("utf-8")).hexdigest() != header.group(3):
             raise VendorError(f"{path}: was edited after it was vendored; not replaced (--force replaces it)")
     changed = current != text

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from allocaudit.auditor.settings import Settings
@@ -31,4 +33,30 @@ def moe_file(folder: Path, text: str, name: str = "layer.py") -> Path:
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "allocaudit.auditor", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+# Run first in `run_without_allocaudit`: any import of allocaudit fails, as where it is not installed.
+_BLOCK_ALLOCAUDIT = """
+import sys
+class _NoAllocaudit:
+    def find_spec(self, name, path=None, target=None):
+        if name == "allocaudit" or name.startswith("allocaudit."):
+            raise ImportError(f"allocaudit is not installed here ({name})")
+sys.meta_path.insert(0, _NoAllocaudit())
+"""
+
+
+def run_without_allocaudit(code: str, root: Path) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter that can import ``root``'s packages and torch, and
+    not allocaudit: isolated mode (-I: no user site, no PYTHONPATH, no .pth files, so the
+    project's own installation is not on the path), torch's folder added back, and an import
+    hook that refuses allocaudit should it be found anyway."""
+    import torch
+
+    torch_root = os.path.dirname(os.path.dirname(torch.__file__))
+    prelude = f"import sys\nsys.path[:0] = [{str(root)!r}, {torch_root!r}]\n" + _BLOCK_ALLOCAUDIT
+    env = {"PATH": os.environ["PATH"], "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-I", "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=300
     )

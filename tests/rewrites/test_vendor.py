@@ -1,14 +1,12 @@
 """`allocaudit vendor-runtime`: the runtime as one module of the user's package, importable with
 torch alone, replaced only when it is ours, checked by --check."""
 
-import os
-import subprocess
 import sys
-import textwrap
 
 from typer.testing import CliRunner
 
 from allocaudit.auditor.cli import app
+from tests.rewrites.helpers import run_without_allocaudit
 
 runner = CliRunner()
 
@@ -38,8 +36,7 @@ def test_writes_the_runtime_and_names_its_import(tmp_path):
 def test_the_vendored_module_works_without_allocaudit(tmp_path):
     pkg = make_package(tmp_path)
     assert runner.invoke(app, ["vendor-runtime", str(pkg)]).exit_code == 0
-    code = textwrap.dedent("""
-        import sys
+    proc = run_without_allocaudit("""
         import torch
         from myengine._vendor.allocaudit_runtime import WorkspaceCache, get_empty
         cache = WorkspaceCache("vendored")
@@ -47,16 +44,7 @@ def test_the_vendored_module_works_without_allocaudit(tmp_path):
         assert a.eq(0).all() and a.shape == (4, 4)
         assert not any(m == "allocaudit" or m.startswith("allocaudit.") for m in sys.modules), sorted(sys.modules)
         print("ok")
-    """)
-    # -I: isolated mode, so the project's own installation is not on the path; torch is added back.
-    import torch
-
-    torch_root = os.path.dirname(os.path.dirname(torch.__file__))
-    env = {"PATH": os.environ["PATH"], "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", f"import sys; sys.path[:0] = [{str(tmp_path)!r}, {torch_root!r}]\n" + code],
-        capture_output=True, text=True, env=env,
-    )
+    """, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
 
@@ -116,3 +104,17 @@ def test_a_vendored_copy_reports_to_the_same_observers(tmp_path):
     finally:
         runtime.remove_observer(events.append)
     assert [(e.cache, e.name, e.kind) for e in events] == [("copy", "vendored.ws", "miss")]
+
+
+def test_scan_and_fix_leave_the_vendored_runtime_alone(tmp_path):
+    # Its header suppresses every finding: the runtime's own allocations (a buffer it keeps)
+    # are not workspaces, and rewriting the runtime into calls of itself would recurse.
+    pkg = make_package(tmp_path)
+    assert runner.invoke(app, ["vendor-runtime", str(pkg)]).exit_code == 0
+    target = pkg / "allocaudit_runtime.py"
+    before = target.read_text()
+    scan = runner.invoke(app, ["scan", "--all", "--no-cache", str(target)])
+    assert scan.exit_code == 0 and "No findings in 1 file scanned." in scan.output, scan.output
+    fix = runner.invoke(app, ["fix", "--all", "--no-cache", str(target)])
+    assert fix.exit_code == 0 and target.read_text() == before
+    assert runner.invoke(app, ["vendor-runtime", "--check", str(pkg)]).exit_code == 0
