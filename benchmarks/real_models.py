@@ -28,11 +28,13 @@ Per model, size and variant ("eager" workers, one process per variant running ev
 - ``logits``: ``model(ids).logits`` in eval mode, twice (``repeatable``: the two runs are bitwise
   equal), a bitwise digest compared across variants;
 - ``generate``: greedy ``generate`` of 8 new tokens, the tokens compared;
-- ``graph`` (CUDA): one forward run under ``torch.cuda.set_sync_debug_mode("error")`` first (a
+- ``graph`` (CUDA, with SDPA attention for the check: the eager attention's mask is built from a
+  host scalar, which no graph can capture): one forward run under
+  ``torch.cuda.set_sync_debug_mode("error")`` first (a
   model that synchronises, e.g. ``.tolist()`` of routing counts, cannot be captured: the reason
   and the line are recorded), else warm-up on a side stream, capture of ``model(ids).logits``
-  into a CUDA graph (its own pool), replay compared bitwise with eager on the captured input and
-  on a second input copied in; the memory the graph's pool reserves and the runtime's pinned bytes;
+  into a CUDA graph (its own pool), replay compared bitwise with eager (SDPA) on the captured input
+  and on a second input copied in; the memory the graph's pool reserves and the runtime's pinned bytes;
 - ``profile`` (``--profile-models``, CUDA, size ``real``): a second capture under the allocation
   tracer (factory calls and ``get_empty`` by site) and PyTorch's memory history (every
   allocation during capture by source line): where the memory of a captured MoE step goes;
@@ -338,12 +340,45 @@ def check_generate(ctx: dict) -> dict:
     return {"tokens": out[:, prompt.shape[1]:].tolist(), "digest": digest(out)}
 
 
+@contextlib.contextmanager
+def sdpa_attention(model):
+    """The model with SDPA attention for a while. transformers 5.17's eager attention builds its
+    mask with `torch.tensor(0.0, device=...)`, a copy from host memory that no CUDA graph can
+    capture; SDPA with no padding mask takes the causal flag instead. Every variant is captured
+    this way, so their replays compare with each other, and each with its own SDPA eager run."""
+    model.set_attn_implementation("sdpa")
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation("eager")
+
+
+def sdpa_refusal(model) -> Optional[str]:
+    """Why the model cannot take SDPA attention (gpt_oss: its sinks), or None."""
+    try:
+        model.set_attn_implementation("sdpa")
+    except ValueError as exc:
+        return str(exc).split(".")[0]
+    model.set_attn_implementation("eager")
+    return None
+
+
 def check_graph(ctx: dict) -> dict:
+    refusal = sdpa_refusal(ctx["model"])
+    if refusal is not None:
+        return {"capturable": False, "reason": "eager attention builds its mask from a host scalar, and " + refusal}
+    with sdpa_attention(ctx["model"]):
+        return _check_graph(ctx)
+
+
+def _check_graph(ctx: dict) -> dict:
     import torch
 
     from allocaudit.runtime import default_cache
 
     model, ids, ids2 = ctx["model"], ctx["inputs"]["ids"], ctx["inputs"]["ids2"]
+    with torch.no_grad():
+        eager1 = model(ids, use_cache=False).logits.clone()
     # A model that synchronises with the host in its forward (data-dependent routing read on the
     # CPU) cannot be captured: find out without a failed capture, which can poison the process.
     # transformers skips its own eager-only checks (`padding_mask.all()`, ...) when
@@ -386,7 +421,7 @@ def check_graph(ctx: dict) -> dict:
     graph.replay()
     torch.cuda.synchronize()
     replay_digest = digest(static_out)
-    same1 = replay_digest == digest(ctx["logits"])
+    same1 = replay_digest == digest(eager1)
     static.copy_(ids2)
     graph.replay()
     torch.cuda.synchronize()
@@ -406,6 +441,13 @@ def check_graph(ctx: dict) -> dict:
 
 def check_profile(ctx: dict) -> dict:
     """Where the memory of one captured forward goes: factory calls vs operator outputs."""
+    if not ctx.get("capturable", False):
+        return _check_profile(ctx)  # one eager forward, as the other checks run it
+    with sdpa_attention(ctx["model"]):
+        return _check_profile(ctx)
+
+
+def _check_profile(ctx: dict) -> dict:
     import torch
 
     from allocaudit.auditor.profiling.tracer import profile_allocations
