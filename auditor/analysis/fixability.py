@@ -21,7 +21,17 @@ if TYPE_CHECKING:  # sites.py judges its sites with this module
 
 NOT_ON_CUDA = "not a CUDA allocation"
 SEVERAL_FACTORIES = "the callee is an alias of several factories"
-COMPREHENSION = "one buffer per site: the elements of a comprehension are alive together and would alias"
+# Buffers alive together: runtime v2 gives each request its own memory while the others live (it
+# never hands out memory a live tensor uses), so rewriting them would be correct. It is not done
+# because it does not pay: the runtime would keep every element's buffer between calls (memory the
+# caching allocator could otherwise give to any allocation), one site would count an overlap per
+# element in `stats()`, and strict mode, meant to catch a name requested while its hand-out lives,
+# would raise on correct code.
+ALIVE_TOGETHER = (
+    "alive together: get_empty would give each its own buffer and hold them all between calls, "
+    "and strict mode would raise on the second"
+)
+COMPREHENSION = f"the elements of a comprehension are {ALIVE_TOGETHER}"
 MOVED = "allocated on the default device, then moved: allocate on the device directly first"
 HIDDEN_KWARGS = "`**kwargs` hides some arguments"
 NOT_STRIDED = "non-strided `layout=`"
@@ -67,7 +77,7 @@ def not_fixable_reason(
     if any(n.startswith("in a comprehension") for n in notes):
         return COMPREHENSION
     if flow.into_container and any(n.startswith("in a loop") for n in notes):
-        return f"collected in `{flow.into_container}` across iterations: one buffer per site would alias"
+        return f"collected in `{flow.into_container}` across iterations, {ALIVE_TOGETHER}"
     if moved:
         return MOVED
     if bound.has_dstar:

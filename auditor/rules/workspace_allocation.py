@@ -620,7 +620,8 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
             fixable=False,
             reason="reached from TorchScript `scripted`: get_empty cannot be scripted",
         ),
-        # One buffer per site would alias buffers that are alive together.
+        # Buffers alive together: correct to rewrite (the runtime gives each live hand-out its
+        # own memory), but the runtime would hold all of them and strict mode would raise.
         Invalid(
             """
             import torch
@@ -630,7 +631,7 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
                 return torch.cat(parts)
             """,
             fixable=False,
-            reason="one buffer per site: the elements of a comprehension are alive together and would alias",
+            reason="the elements of a comprehension are alive together: get_empty would give each its own buffer and hold them all between calls, and strict mode would raise on the second",
         ),
         Invalid(
             """
@@ -643,7 +644,7 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
                 return torch.cat(parts)
             """,
             fixable=False,
-            reason="collected in `parts` across iterations: one buffer per site would alias",
+            reason="collected in `parts` across iterations, alive together: get_empty would give each its own buffer and hold them all between calls, and strict mode would raise on the second",
         ),
         # Collected by concatenation across iterations: the buffers are alive together.
         Invalid(
@@ -658,7 +659,7 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
                 show(out)
             """,
             fixable=False,
-            reason="collected in `out` across iterations: one buffer per site would alias",
+            reason="collected in `out` across iterations, alive together: get_empty would give each its own buffer and hold them all between calls, and strict mode would raise on the second",
         ),
         # A slice store copies the value into the tensor: the buffer itself dies.
         Invalid(
