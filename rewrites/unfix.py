@@ -5,17 +5,22 @@
 rewrite is exact; a dtype of `torch.get_default_dtype()` (what `fix` writes for a missing
 dtype) is left out again. `get_empty_like(x, dtype=d, device=v, cache_name=..., zero=z)`
 is `torch.zeros_like(x, dtype=d, device=v)` (or `torch.empty_like`), layout included.
+`get_empty(...).fill_(value)` (what `fix` writes for `torch.full` and `torch.ones`) is
+`torch.full(shape, value, dtype=dtype, device=d)`, `torch.ones(...)` for a literal 1, and
+`get_empty_like(x, ...).fill_(value)` is `torch.full_like(x, value, ...)` or `torch.ones_like`.
 Each import is removed once nothing uses it.
 """
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
 from typing import Optional
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from allocaudit.auditor.analysis.fixability import inferred_fill_dtype
 from allocaudit.rewrites.fix import RUNTIME_FUNCTION, RUNTIME_FUNCTIONS, RUNTIME_LIKE_FUNCTION, RUNTIME_MODULE
 from allocaudit.rewrites.syntax import (
     BoundNames,
@@ -23,6 +28,7 @@ from allocaudit.rewrites.syntax import (
     arrange,
     count_comments,
     dotted,
+    has_call,
     insert_imports,
     module_torch_name,
     remove_import_if_unused,
@@ -84,16 +90,41 @@ class _Transformer(cst.CSTTransformer):
         self.positions = positions
         self.restored: list[Site] = []
         self.skips: list[Site] = []
+        self.fills: dict[cst.Call, tuple[cst.Call, cst.Arg]] = {}  # a get_empty call -> its `.fill_(value)` call, and value
+        self.filled: set[cst.Call] = set()  # `.fill_()` calls whose get_empty became torch.full/ones
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        if (
+            isinstance(func, cst.Attribute)
+            and func.attr.value == "fill_"
+            and isinstance(func.value, cst.Call)
+            and self._runtime_function(func.value) is not None
+            and len(node.args) == 1
+            and node.args[0].keyword is None
+            and not node.args[0].star
+            # Comments in the value move with it; any other in `.fill_(...)` would be lost.
+            and count_comments(node) == count_comments(func.value) + count_comments(node.args[0].value)
+        ):
+            self.fills[func.value] = (node, node.args[0])
+
+    def _runtime_function(self, call: cst.Call) -> Optional[str]:
+        return self.functions.get(call.func.value) if isinstance(call.func, cst.Name) else None
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
-        if not (isinstance(updated.func, cst.Name) and updated.func.value in self.functions):
+        if original in self.filled:
+            # `torch.full(...).fill_(v)`: the inner call already has the value.
+            return updated.func.value.with_changes(lpar=updated.lpar, rpar=updated.rpar)
+        function = self._runtime_function(updated)
+        if function is None:
             return updated
         start = self.positions[original].start
+        fill_call, fill = self.fills.get(original, (None, None))
         try:
-            if self.functions[updated.func.value] == RUNTIME_LIKE_FUNCTION:
-                new = self._restore_like(updated)
+            if function == RUNTIME_LIKE_FUNCTION:
+                new = self._restore_like(updated, fill)
             else:
-                new = self._restore(updated)
+                new = self._restore(updated, fill)
         except ValueError as exc:
             self.skips.append(Site(start.line, start.column + 1, str(exc)))
             return updated
@@ -101,9 +132,11 @@ class _Transformer(cst.CSTTransformer):
             self.skips.append(Site(start.line, start.column + 1, "a comment inside the call would be lost"))
             return updated
         self.restored.append(Site(start.line, start.column + 1, dotted(new.func) or ""))
+        if fill_call is not None:
+            self.filled.add(fill_call)
         return new
 
-    def _restore(self, call: cst.Call) -> cst.Call:
+    def _restore(self, call: cst.Call, fill: Optional[cst.Arg]) -> cst.Call:
         if self.torch_name is None:
             raise ValueError("`torch` names something else in this module")
         args = list(call.args)
@@ -127,16 +160,33 @@ class _Transformer(cst.CSTTransformer):
             raise ValueError("a comment in `cache_name=` or `zero=` would be lost")
 
         items = [Item(shape.with_changes(keyword=None, equal=cst.MaybeSentinel.DEFAULT), shape)]
-        if not self._is_default_dtype(dtype.value):
+        name, value = self._filled("zeros" if zero else "empty", fill, [shape, dtype, keywords.get("device")])
+        if not self._is_default_dtype(dtype.value) or (fill is not None and not _infers_default_dtype(value)):
             items.append(Item(dtype.with_changes(keyword=cst.Name("dtype"), equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))), dtype))
         if "device" in keywords:
             items.append(Item(keywords["device"], keywords["device"]))
         # The kept arguments in their original order: shape, dtype, device.
         items.sort(key=lambda item: args.index(item.source))
-        func = cst.Attribute(cst.Name(self.torch_name), cst.Name("zeros" if zero else "empty"))
+        if value is not None:
+            items.insert(1, Item(cst.Arg(value)))  # torch.full(size, fill_value, ...)
+        func = cst.Attribute(cst.Name(self.torch_name), cst.Name(name))
         return call.with_changes(func=func, args=arrange(items, args, call.whitespace_before_args))
 
-    def _restore_like(self, call: cst.Call) -> cst.Call:
+    @staticmethod
+    def _filled(name: str, fill: Optional[cst.Arg], kept: list[Optional[cst.Arg]]) -> tuple[str, Optional[cst.BaseExpression]]:
+        """The factory that allocates ``name`` (zeros, empty, or their `_like`) and then fills
+        with ``fill``, and the value it takes: ones (no value) for a literal 1, else full."""
+        if fill is None:
+            return name, None
+        like = "_like" if name.endswith("_like") else ""
+        if isinstance(fill.value, cst.Integer) and fill.value.value == "1":
+            return f"ones{like}", None
+        # torch.full evaluates its value before the dtype and device, get_empty(...).fill_ after.
+        if has_call(fill.value) and any(a is not None and has_call(a.value) for a in kept[1:]):
+            raise ValueError("the fill value would be evaluated before the dtype or device, and both may have effects")
+        return f"full{like}", fill.value
+
+    def _restore_like(self, call: cst.Call, fill: Optional[cst.Arg]) -> cst.Call:
         if self.torch_name is None:
             raise ValueError("`torch` names something else in this module")
         args = list(call.args)
@@ -154,7 +204,12 @@ class _Transformer(cst.CSTTransformer):
         if any(count_comments(a) for a in dropped):
             raise ValueError("a comment in `cache_name=` or `zero=` would be lost")
         kept = [Item(a, a) for a in args if a not in dropped]
-        func = cst.Attribute(cst.Name(self.torch_name), cst.Name("zeros_like" if zero else "empty_like"))
+        name, value = self._filled("zeros_like" if zero else "empty_like", fill, [None, keywords.get("dtype"), keywords.get("device")])
+        if value is not None:
+            if "input" in keywords:
+                raise ValueError("`input=` is a keyword: the fill value cannot follow it")
+            kept.insert(1, Item(cst.Arg(value)))  # torch.full_like(input, fill_value, ...)
+        func = cst.Attribute(cst.Name(self.torch_name), cst.Name(name))
         return call.with_changes(func=func, args=arrange(kept, args, call.whitespace_before_args))
 
     @staticmethod
@@ -173,3 +228,12 @@ class _Transformer(cst.CSTTransformer):
             and node.func.attr.value == "get_default_dtype"
             and dotted(node.func.value) in (self.torch_name, "torch")
         )
+
+
+def _infers_default_dtype(value: Optional[cst.BaseExpression]) -> bool:
+    """Whether `torch.full(size, value)` (`torch.ones(size)` for None) has the default dtype
+    without `dtype=`: a float literal does, an int or a name does not."""
+    if value is None:
+        return True
+    code = cst.Module([]).code_for_node(value)
+    return inferred_fill_dtype(ast.parse(f"(\n{code}\n)", mode="eval").body) == "default"

@@ -8,13 +8,13 @@ refuses a form for the same cause it gives the same reason (the constants below)
 from __future__ import annotations
 
 import ast
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Literal, Optional
 
 from allocaudit.auditor.analysis.devices import Device
 from allocaudit.auditor.analysis.escapes import FlowResult
 from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, BoundArgs
 from allocaudit.auditor.analysis.functions import FunctionInfo
-from allocaudit.auditor.analysis.syntax import argument, is_literal
+from allocaudit.auditor.analysis.syntax import argument, is_literal, may_have_effects
 
 if TYPE_CHECKING:  # sites.py judges its sites with this module
     from allocaudit.auditor.analysis.sites import SiteClass
@@ -37,8 +37,9 @@ HIDDEN_KWARGS = "`**kwargs` hides some arguments"
 NOT_STRIDED = "non-strided `layout=`"
 MEMORY_FORMAT = "`memory_format=` other than torch.contiguous_format (or torch.preserve_format for `*_like`)"
 EXPLICIT_STRIDES = "explicit strides: get_empty returns contiguous tensors"
-FILLED_WITH_ONES = "filled with ones: get_empty only zero-fills"
-NONZERO_FILL = "filled with a value other than a literal zero"
+NO_FILL = "no fill value"
+FILL_DTYPE = "`torch.full` infers its dtype from the fill value, which is not a real or bool literal here: give `dtype=`"
+FILL_ORDER = "the fill value would be evaluated after a later argument (`get_empty(...).fill_(value)`), and both may have effects"
 NO_SIZE = "no size argument"
 # Keyword arguments that the codemod cannot carry into get_empty, with the reason.
 UNFIXABLE_KEYWORDS = {
@@ -98,12 +99,34 @@ def not_fixable_reason(
         return MEMORY_FORMAT
     if kind == "strided":
         return EXPLICIT_STRIDES
-    fill = FILL[factory]
-    if fill == "1":
-        return FILLED_WITH_ONES
-    if fill == "fill" and not is_literal(argument(call, bound.fill), 0, 0.0, False):
-        return NONZERO_FILL
+    if FILL[factory] == "fill":
+        value = argument(call, bound.fill)
+        if value is None:
+            return NO_FILL
+        dtype = argument(call, bound.keyword("dtype"))
+        if factory == "full" and (dtype is None or is_literal(dtype, None)) and inferred_fill_dtype(value) is None:
+            return FILL_DTYPE
+        # `get_empty(...).fill_(value)` evaluates the value after every other argument.
+        later = [a for a in (*call.args, *(k.value for k in call.keywords)) if _position(a) > _position(value)]
+        if may_have_effects(value) and any(may_have_effects(a) for a in later):
+            return FILL_ORDER
     if bound.size_keyword is None and not bound.size and kind not in ("like", "full_like"):
         return NO_SIZE
     return None
 
+
+def inferred_fill_dtype(value: ast.expr) -> Optional[Literal["bool", "int64", "default"]]:
+    """The dtype `torch.full(size, value)` infers from a literal ``value`` (`True`, `-1`,
+    `2.5`): torch.bool, torch.int64 or the default dtype; None for anything else (a complex
+    literal's dtype follows the default dtype, a name's is known only at run time)."""
+    if not isinstance(value, (ast.Constant, ast.UnaryOp)):
+        return None
+    try:
+        number = ast.literal_eval(value)
+    except (ValueError, TypeError):
+        return None
+    return {bool: "bool", int: "int64", float: "default"}.get(type(number))
+
+
+def _position(node: ast.expr) -> tuple[int, int]:
+    return node.lineno, node.col_offset
