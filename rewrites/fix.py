@@ -302,6 +302,8 @@ def _plan(finding: Finding, node: cst.Call, parents, module: cst.Module) -> _Pla
     zero = FILL[factory] == "0"
     fills, fill = FILL[factory] == "1", None
     if FILL[factory] == "fill":
+        if any(a.star for a in args):
+            raise _FixError(fixability.STARRED_FILL)
         if bound.fill is None:
             raise _FixError(fixability.NO_FILL)
         value = args[bound.fill].value

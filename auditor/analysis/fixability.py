@@ -38,6 +38,7 @@ NOT_STRIDED = "non-strided `layout=`"
 MEMORY_FORMAT = "`memory_format=` other than torch.contiguous_format (or torch.preserve_format for `*_like`)"
 EXPLICIT_STRIDES = "explicit strides: get_empty returns contiguous tensors"
 NO_FILL = "no fill value"
+STARRED_FILL = "a starred argument hides which argument is the fill value"
 FILL_DTYPE = "`torch.full` infers its dtype from the fill value, which is not a real or bool literal here: give `dtype=`"
 FILL_ORDER = "the fill value would be evaluated after a later argument (`get_empty(...).fill_(value)`), and both may have effects"
 NO_SIZE = "no size argument"
@@ -100,6 +101,8 @@ def not_fixable_reason(
     if kind == "strided":
         return EXPLICIT_STRIDES
     if FILL[factory] == "fill":
+        if any(isinstance(a, ast.Starred) for a in call.args):
+            return STARRED_FILL
         value = argument(call, bound.fill)
         if value is None:
             return NO_FILL

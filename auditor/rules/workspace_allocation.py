@@ -525,6 +525,16 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
             fixable=False,
             reason="`torch.full` infers its dtype from the fill value, which is not a real or bool literal here: give `dtype=`",
         ),
+        Invalid(
+            """
+            import torch
+            def forward(x, shape_and_value):
+                ws = torch.full(*shape_and_value, dtype=torch.float32, device='cuda')  # expect
+                k(ws)
+            """,
+            fixable=False,
+            reason="a starred argument hides which argument is the fill value",
+        ),
         # `.fill_(value)` runs after the device expression: two calls would swap.
         Invalid(
             """
