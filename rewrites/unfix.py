@@ -30,6 +30,7 @@ from allocaudit.rewrites.syntax import (
     dotted,
     has_call,
     insert_imports,
+    keyword_arg,
     module_torch_name,
     remove_import_if_unused,
     runtime_import_name,
@@ -205,9 +206,9 @@ class _Transformer(cst.CSTTransformer):
             raise ValueError("a comment in `cache_name=` or `zero=` would be lost")
         kept = [Item(a, a) for a in args if a not in dropped]
         name, value = self._filled("zeros_like" if zero else "empty_like", fill, [None, keywords.get("dtype"), keywords.get("device")])
-        if value is not None:
-            if "input" in keywords:
-                raise ValueError("`input=` is a keyword: the fill value cannot follow it")
+        if value is not None and "input" in keywords:
+            kept.append(Item(keyword_arg("fill_value", value)))  # last, where `.fill_()` evaluated it
+        elif value is not None:
             kept.insert(1, Item(cst.Arg(value)))  # torch.full_like(input, fill_value, ...)
         func = cst.Attribute(cst.Name(self.torch_name), cst.Name(name))
         return call.with_changes(func=func, args=arrange(kept, args, call.whitespace_before_args))
