@@ -4,11 +4,13 @@
 where the original may have written `th.zeros(m, n, ...)`, `x.new_zeros(...)`,
 `torch.zeros_like(x, memory_format=torch.contiguous_format)` or `torch.full(s, 0)`. Both
 modules are brought to one normal form — every factory call as (zeros|empty, shape, dtype,
-device) with default arguments dropped, torch spelled `torch`, `import torch` and the
-runtime import set aside (at module level and in functions, where `fix` and `unfix` put them in
-modules that import torch lazily) — and then compared as Python ASTs. A `*_like` in the
-input's layout (no memory format, or `torch.preserve_format`) is its own form
-(zeros_like|empty_like, input, dtype, device): it is not the contiguous tensor of the input's shape.
+device) or (full, shape, value, dtype, device) with default arguments dropped (`ones` is a
+full of 1, a literal zero fill is zeros, the dtype torch.full infers from a literal spelled
+out), torch spelled `torch`, `import torch` and the runtime import set aside (at module level
+and in functions, where `fix` and `unfix` put them in modules that import torch lazily) — and
+then compared as Python ASTs. A `*_like` in the input's layout (no memory format, or
+`torch.preserve_format`) is its own form (zeros_like|empty_like|full_like, input, [value,]
+dtype, device): it is not the contiguous tensor of the input's shape.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import ast
 from typing import Iterable, Optional
 
 from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, bind
+from allocaudit.auditor.analysis.fixability import inferred_fill_dtype
 from allocaudit.auditor.analysis.syntax import arg_specs
 
 _DEFAULTS = {
@@ -80,7 +83,7 @@ class _Normaliser(ast.NodeTransformer):
                 factory, receiver = call.func.attr, call.func.value
         elif isinstance(call.func, ast.Name) and call.func.id in self.factory_names:
             factory = self.factory_names[call.func.id]
-        if factory is None or FILL[factory] == "1":
+        if factory is None:
             return None
         bound = bind(factory, arg_specs(call))
         values = list(call.args) + [k.value for k in call.keywords]
@@ -92,6 +95,7 @@ class _Normaliser(ast.NodeTransformer):
         # What a call's layout is: contiguous, or (for `*_like` by default) the input's.
         layout = "like" if kind in ("like", "full_like") else _CONTIGUOUS
         keywords = {}
+        dtype_given = False  # dtype=torch.get_default_dtype(): the default, but given
         for name, index in bound.keywords.items():
             text = ast.unparse(values[index])
             if name in _DEFAULTS and text in _DEFAULTS[name]:
@@ -104,26 +108,28 @@ class _Normaliser(ast.NodeTransformer):
             if name in ("dtype", "device") and text == "None":
                 continue
             if name == "dtype" and text == "torch.get_default_dtype()":
+                dtype_given = True
                 continue
             keywords[name] = values[index]
         if set(keywords) - {"dtype", "device"}:
             return None
-        if FILL[factory] == "fill":
-            fill = values[bound.fill] if bound.fill is not None else None
-            if not (isinstance(fill, ast.Constant) and fill.value == 0 and not isinstance(fill.value, complex)):
+        name, fill = self._fill(factory, bound.fill, values)
+        if name is None:
+            return None
+        if receiver is None and "dtype" not in keywords and not dtype_given and FILL[factory] == "fill":
+            # torch.full infers its dtype from the value: spell it, or give up.
+            inferred = inferred_fill_dtype(values[bound.fill])
+            if inferred is None:
                 return None
-            if receiver is None and "dtype" not in keywords:
-                if isinstance(fill.value, bool):
-                    keywords["dtype"] = ast.parse("torch.bool", mode="eval").body
-                elif isinstance(fill.value, int):
-                    keywords["dtype"] = ast.parse("torch.int64", mode="eval").body
-        name = "zeros" if FILL[factory] is not None else "empty"
+            if inferred != "default":
+                keywords["dtype"] = ast.parse(f"torch.{inferred}", mode="eval").body
+        fills = [fill] if fill is not None else []
         if layout == "like":
             if receiver is None:
                 return None
             return ast.Call(
                 ast.Name(f"ALLOC_{name}_like", ast.Load()),
-                [receiver],
+                [receiver, *fills],
                 [ast.keyword(k, keywords[k]) for k in ("dtype", "device") if k in keywords],
             )
         if kind in ("like", "full_like"):
@@ -143,9 +149,26 @@ class _Normaliser(ast.NodeTransformer):
             keywords.setdefault("device", ast.Attribute(receiver, "device", ast.Load()))
         return ast.Call(
             ast.Name(f"ALLOC_{name}", ast.Load()),
-            [shape],
+            [shape, *fills],
             [ast.keyword(k, keywords[k]) for k in ("dtype", "device") if k in keywords],
         )
+
+
+    @staticmethod
+    def _fill(factory: str, index: Optional[int], values: list[ast.expr]) -> tuple[Optional[str], Optional[ast.expr]]:
+        """What a factory writes: (zeros|empty, None), or (full, the value): `ones` is a full
+        of 1 and a literal zero fill is zeros. (None, None) for a fill without its value."""
+        kind = FILL[factory]
+        if kind is None or kind == "0":
+            return ("empty" if kind is None else "zeros"), None
+        if kind == "1":
+            return "full", ast.Constant(1)
+        if index is None:
+            return None, None
+        value = values[index]
+        if inferred_fill_dtype(value) is not None and ast.literal_eval(value) == 0:
+            return "zeros", None
+        return "full", value
 
 
 class _Deleter(ast.NodeTransformer):

@@ -97,6 +97,8 @@ class _Plan:
     inferred_dtype: Optional[Literal["int64", "bool", "default"]]  # what torch.full infers from a literal fill; default dtype
     like: bool = False  # a `*_like` in the input's layout: rewritten to get_empty_like
     input: Optional[int] = None  # the index of a `*_like`'s input argument
+    fills: bool = False  # ones and full: `.fill_(value)` on the hand-out
+    fill: Optional[int] = None  # full: the index of that value (ones: a literal 1)
 
     @property
     def function(self) -> str:
@@ -337,19 +339,28 @@ def _plan(finding: Finding, node: cst.Call, parents, module: cst.Module) -> _Pla
         raise _FixError(f"{what} `{code}` is not a plain name: its shape, dtype and device would evaluate it again")
 
     inferred = None
-    zero = FILL[factory] is not None
+    zero = FILL[factory] == "0"
+    fills, fill = FILL[factory] == "1", None
     if FILL[factory] == "fill":
+        if any(a.star for a in args):
+            raise _FixError(fixability.STARRED_FILL)
         if bound.fill is None:
-            raise _FixError("no fill value")
-        fill = _literal(module, args[bound.fill].value)
-        if fill is None or fill != 0 or isinstance(fill, complex):
-            raise _FixError(fixability.NONZERO_FILL)
-        dropped.append(bound.fill)
+            raise _FixError(fixability.NO_FILL)
+        value = args[bound.fill].value
+        parsed = ast.parse(f"(\n{module.code_for_node(value)}\n)", mode="eval").body
+        literal = fixability.inferred_fill_dtype(parsed)  # a bool or real literal: its dtype
+        zero = literal is not None and ast.literal_eval(parsed) == 0
+        if zero:
+            dropped.append(bound.fill)
+        else:
+            # `get_empty(...).fill_(value)`: every element written, as torch.full writes them.
+            fills, fill = True, bound.fill
+            if has_call(value) and any(has_call(a.value) for a in args[bound.fill + 1:]):
+                raise _FixError(fixability.FILL_ORDER)
         if dtype is None and source is None:
-            # torch.full infers its dtype from the fill value.
-            inferred = "bool" if isinstance(fill, bool) else "int64" if isinstance(fill, int) else "default"
-    elif FILL[factory] == "1":
-        raise _FixError(fixability.FILLED_WITH_ONES)
+            if literal is None:
+                raise _FixError(fixability.FILL_DTYPE)
+            inferred = literal  # torch.full infers its dtype from the fill value
     if dtype is None and source is None and inferred is None:
         inferred = "default"
 
@@ -375,7 +386,7 @@ def _plan(finding: Finding, node: cst.Call, parents, module: cst.Module) -> _Pla
             raise _FixError(f"a comment in the dropped argument `{module.code_for_node(args[index]).strip().rstrip(',')}` would be lost")
 
     base = f"{cache_names.module_name(finding.path)}.{finding.function}.{_target(node, parents) or factory}"
-    return _Plan(finding, node, base, zero, factory, kind, size, size_is_keyword, dtype, device, dropped, source, inferred, like, bound.like)
+    return _Plan(finding, node, base, zero, factory, kind, size, size_is_keyword, dtype, device, dropped, source, inferred, like, bound.like, fills, fill)
 
 
 def _is_contiguous_format(args: Sequence[cst.Arg], index: Optional[int]) -> bool:
@@ -387,15 +398,6 @@ def _is_contiguous_format(args: Sequence[cst.Arg], index: Optional[int]) -> bool
 
 def _is_none(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Name) and node.value == "None"
-
-
-def _literal(module: cst.Module, node: cst.BaseExpression):
-    if not isinstance(node, (cst.Integer, cst.Float, cst.Imaginary, cst.Name)):
-        return None
-    try:
-        return ast.literal_eval(module.code_for_node(node))
-    except (ValueError, SyntaxError):
-        return None
 
 
 def _target(node: cst.CSTNode, parents) -> Optional[str]:
@@ -487,6 +489,11 @@ class _Transformer(cst.CSTTransformer):
             new = _rewrite_like(plan, updated, name, function_name)
         else:
             new = _rewrite(plan, updated, name, function_name, _torch_receiver(plan) or self.torch_name)
+        if plan.fills:
+            # Evaluated after the allocation's own arguments: `_plan` checked that this keeps
+            # the order of anything with effects.
+            value = cst.Integer("1") if plan.fill is None else updated.args[plan.fill].value
+            new = cst.Call(cst.Attribute(new, cst.Name("fill_")), [cst.Arg(value)])
         if count_comments(new) < count_comments(updated):
             self.skipped.append((plan.finding, "a comment inside the call would be lost"))
             return updated

@@ -5,6 +5,9 @@
 rewrite is exact; a dtype of `torch.get_default_dtype()` (what `fix` writes for a missing
 dtype) is left out again. `get_empty_like(x, dtype=d, device=v, cache_name=..., zero=z)`
 is `torch.zeros_like(x, dtype=d, device=v)` (or `torch.empty_like`), layout included.
+`get_empty(...).fill_(value)` (what `fix` writes for `torch.full` and `torch.ones`) is
+`torch.full(shape, value, dtype=dtype, device=d)`, `torch.ones(...)` for a literal 1, and
+`get_empty_like(x, ...).fill_(value)` is `torch.full_like(x, value, ...)` or `torch.ones_like`.
 Calls are restored where the name is the runtime's `get_empty` / `get_empty_like`: imported
 at module level, or inside the function (what `fix` writes in a module that imports torch
 lazily); which modules are the runtime's is `runtime_imports.recogniser`'s call. An import
@@ -13,12 +16,14 @@ is removed once nothing in its scope uses it.
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
 from typing import Optional
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from allocaudit.auditor.analysis.fixability import inferred_fill_dtype
 from allocaudit.auditor.settings import DEFAULT_RUNTIME_MODULE
 from allocaudit.rewrites.fix import RUNTIME_FUNCTION, RUNTIME_FUNCTIONS, RUNTIME_LIKE_FUNCTION
 from allocaudit.rewrites.runtime_imports import IsRuntime, function_runtime_imports, runtime_import, runtime_torch_name
@@ -28,8 +33,10 @@ from allocaudit.rewrites.syntax import (
     arrange,
     count_comments,
     dotted,
+    has_call,
     insert_after_preamble,
     insert_imports,
+    keyword_arg,
     module_torch_name,
     remove_import_if_unused,
     torch_import_names,
@@ -116,6 +123,8 @@ class _Transformer(cst.CSTTransformer):
         # Per open scope that imports get_empty (the module first): calls restored there, and
         # whether one of them needs an `import torch` added to that scope.
         self.imports: list[_ImportScope] = [_ImportScope(may_add_torch=add_torch)]
+        self.fills: dict[cst.Call, tuple[cst.Call, cst.Arg]] = {}  # a get_empty call -> its `.fill_(value)` call, and value
+        self.filled: set[cst.Call] = set()  # `.fill_()` calls whose get_empty became torch.full/ones
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         local = self.in_functions.get(node)
@@ -140,20 +149,42 @@ class _Transformer(cst.CSTTransformer):
             body = insert_after_preamble(body, ["import torch"], self.module)
         return updated.with_changes(body=updated.body.with_changes(body=body))
 
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        if (
+            isinstance(func, cst.Attribute)
+            and func.attr.value == "fill_"
+            and isinstance(func.value, cst.Call)
+            and self._runtime_function(func.value) is not None
+            and len(node.args) == 1
+            and node.args[0].keyword is None
+            and not node.args[0].star
+            # Comments in the value move with it; any other in `.fill_(...)` would be lost.
+            and count_comments(node) == count_comments(func.value) + count_comments(node.args[0].value)
+        ):
+            self.fills[func.value] = (node, node.args[0])
+
+    def _runtime_function(self, call: cst.Call) -> Optional[str]:
+        imported = self.names[-1].get(call.func.value) if isinstance(call.func, cst.Name) else None
+        return imported[1] if imported else None
+
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
-        imported = self.names[-1].get(updated.func.value) if isinstance(updated.func, cst.Name) else None
-        if imported is None:
+        if original in self.filled:
+            # `torch.full(...).fill_(v)`: the inner call already has the value.
+            return updated.func.value.with_changes(lpar=updated.lpar, rpar=updated.rpar)
+        function = self._runtime_function(updated)
+        if function is None:
             return updated
-        function = imported[1]
         start = self.positions[original].start
         scope = self.imports[-1]
         adds_torch = self.torch_names[-1] is None and scope.may_add_torch
         self.torch_name = "torch" if adds_torch else self.torch_names[-1]
+        fill_call, fill = self.fills.get(original, (None, None))
         try:
             if function == RUNTIME_LIKE_FUNCTION:
-                new = self._restore_like(updated)
+                new = self._restore_like(updated, fill)
             else:
-                new = self._restore(updated)
+                new = self._restore(updated, fill)
         except ValueError as exc:
             self.skips.append(Site(start.line, start.column + 1, str(exc)))
             return updated
@@ -163,9 +194,11 @@ class _Transformer(cst.CSTTransformer):
         self.restored.append(Site(start.line, start.column + 1, dotted(new.func) or ""))
         scope.restored += 1
         scope.torch_needed = scope.torch_needed or adds_torch
+        if fill_call is not None:
+            self.filled.add(fill_call)
         return new
 
-    def _restore(self, call: cst.Call) -> cst.Call:
+    def _restore(self, call: cst.Call, fill: Optional[cst.Arg]) -> cst.Call:
         if self.torch_name is None:
             raise ValueError("`torch` names something else in this module")
         args = list(call.args)
@@ -189,16 +222,33 @@ class _Transformer(cst.CSTTransformer):
             raise ValueError("a comment in `cache_name=` or `zero=` would be lost")
 
         items = [Item(shape.with_changes(keyword=None, equal=cst.MaybeSentinel.DEFAULT), shape)]
-        if not self._is_default_dtype(dtype.value):
+        name, value = self._filled("zeros" if zero else "empty", fill, [shape, dtype, keywords.get("device")])
+        if not self._is_default_dtype(dtype.value) or (fill is not None and not _infers_default_dtype(value)):
             items.append(Item(dtype.with_changes(keyword=cst.Name("dtype"), equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))), dtype))
         if "device" in keywords:
             items.append(Item(keywords["device"], keywords["device"]))
         # The kept arguments in their original order: shape, dtype, device.
         items.sort(key=lambda item: args.index(item.source))
-        func = cst.Attribute(cst.Name(self.torch_name), cst.Name("zeros" if zero else "empty"))
+        if value is not None:
+            items.insert(1, Item(cst.Arg(value)))  # torch.full(size, fill_value, ...)
+        func = cst.Attribute(cst.Name(self.torch_name), cst.Name(name))
         return call.with_changes(func=func, args=arrange(items, args, call.whitespace_before_args))
 
-    def _restore_like(self, call: cst.Call) -> cst.Call:
+    @staticmethod
+    def _filled(name: str, fill: Optional[cst.Arg], kept: list[Optional[cst.Arg]]) -> tuple[str, Optional[cst.BaseExpression]]:
+        """The factory that allocates ``name`` (zeros, empty, or their `_like`) and then fills
+        with ``fill``, and the value it takes: ones (no value) for a literal 1, else full."""
+        if fill is None:
+            return name, None
+        like = "_like" if name.endswith("_like") else ""
+        if isinstance(fill.value, cst.Integer) and fill.value.value == "1":
+            return f"ones{like}", None
+        # torch.full evaluates its value before the dtype and device, get_empty(...).fill_ after.
+        if has_call(fill.value) and any(a is not None and has_call(a.value) for a in kept[1:]):
+            raise ValueError("the fill value would be evaluated before the dtype or device, and both may have effects")
+        return f"full{like}", fill.value
+
+    def _restore_like(self, call: cst.Call, fill: Optional[cst.Arg]) -> cst.Call:
         if self.torch_name is None:
             raise ValueError("`torch` names something else in this module")
         args = list(call.args)
@@ -216,7 +266,12 @@ class _Transformer(cst.CSTTransformer):
         if any(count_comments(a) for a in dropped):
             raise ValueError("a comment in `cache_name=` or `zero=` would be lost")
         kept = [Item(a, a) for a in args if a not in dropped]
-        func = cst.Attribute(cst.Name(self.torch_name), cst.Name("zeros_like" if zero else "empty_like"))
+        name, value = self._filled("zeros_like" if zero else "empty_like", fill, [None, keywords.get("dtype"), keywords.get("device")])
+        if value is not None and "input" in keywords:
+            kept.append(Item(keyword_arg("fill_value", value)))  # last, where `.fill_()` evaluated it
+        elif value is not None:
+            kept.insert(1, Item(cst.Arg(value)))  # torch.full_like(input, fill_value, ...)
+        func = cst.Attribute(cst.Name(self.torch_name), cst.Name(name))
         return call.with_changes(func=func, args=arrange(kept, args, call.whitespace_before_args))
 
     @staticmethod
@@ -253,3 +308,12 @@ def _local_torch_name(function: cst.FunctionDef) -> Optional[str]:
 
     function.visit(Visit())
     return found[0] if found else None
+
+
+def _infers_default_dtype(value: Optional[cst.BaseExpression]) -> bool:
+    """Whether `torch.full(size, value)` (`torch.ones(size)` for None) has the default dtype
+    without `dtype=`: a float literal does, an int or a name does not."""
+    if value is None:
+        return True
+    code = cst.Module([]).code_for_node(value)
+    return inferred_fill_dtype(ast.parse(f"(\n{code}\n)", mode="eval").body) == "default"

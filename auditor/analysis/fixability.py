@@ -8,27 +8,39 @@ refuses a form for the same cause it gives the same reason (the constants below)
 from __future__ import annotations
 
 import ast
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Literal, Optional
 
 from allocaudit.auditor.analysis.devices import Device
 from allocaudit.auditor.analysis.escapes import FlowResult
 from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, BoundArgs
 from allocaudit.auditor.analysis.functions import FunctionInfo
-from allocaudit.auditor.analysis.syntax import argument, is_literal
+from allocaudit.auditor.analysis.syntax import argument, is_literal, may_have_effects
 
 if TYPE_CHECKING:  # sites.py judges its sites with this module
     from allocaudit.auditor.analysis.sites import SiteClass
 
 NOT_ON_CUDA = "not a CUDA allocation"
 SEVERAL_FACTORIES = "the callee is an alias of several factories"
-COMPREHENSION = "one buffer per site: the elements of a comprehension are alive together and would alias"
+# Buffers alive together: runtime v2 gives each request its own memory while the others live (it
+# never hands out memory a live tensor uses), so rewriting them would be correct. It is not done
+# because it does not pay: the runtime would keep every element's buffer between calls (memory the
+# caching allocator could otherwise give to any allocation), one site would count an overlap per
+# element in `stats()`, and strict mode, meant to catch a name requested while its hand-out lives,
+# would raise on correct code.
+ALIVE_TOGETHER = (
+    "alive together: get_empty would give each its own buffer and hold them all between calls, "
+    "and strict mode would raise on the second"
+)
+COMPREHENSION = f"the elements of a comprehension are {ALIVE_TOGETHER}"
 MOVED = "allocated on the default device, then moved: allocate on the device directly first"
 HIDDEN_KWARGS = "`**kwargs` hides some arguments"
 NOT_STRIDED = "non-strided `layout=`"
 MEMORY_FORMAT = "`memory_format=` other than torch.contiguous_format (or torch.preserve_format for `*_like`)"
 EXPLICIT_STRIDES = "explicit strides: get_empty returns contiguous tensors"
-FILLED_WITH_ONES = "filled with ones: get_empty only zero-fills"
-NONZERO_FILL = "filled with a value other than a literal zero"
+NO_FILL = "no fill value"
+STARRED_FILL = "a starred argument hides which argument is the fill value"
+FILL_DTYPE = "`torch.full` infers its dtype from the fill value, which is not a real or bool literal here: give `dtype=`"
+FILL_ORDER = "the fill value would be evaluated after a later argument (`get_empty(...).fill_(value)`), and both may have effects"
 NO_SIZE = "no size argument"
 # Keyword arguments that the codemod cannot carry into get_empty, with the reason.
 UNFIXABLE_KEYWORDS = {
@@ -67,7 +79,7 @@ def not_fixable_reason(
     if any(n.startswith("in a comprehension") for n in notes):
         return COMPREHENSION
     if flow.into_container and any(n.startswith("in a loop") for n in notes):
-        return f"collected in `{flow.into_container}` across iterations: one buffer per site would alias"
+        return f"collected in `{flow.into_container}` across iterations, {ALIVE_TOGETHER}"
     if moved:
         return MOVED
     if bound.has_dstar:
@@ -88,12 +100,36 @@ def not_fixable_reason(
         return MEMORY_FORMAT
     if kind == "strided":
         return EXPLICIT_STRIDES
-    fill = FILL[factory]
-    if fill == "1":
-        return FILLED_WITH_ONES
-    if fill == "fill" and not is_literal(argument(call, bound.fill), 0, 0.0, False):
-        return NONZERO_FILL
+    if FILL[factory] == "fill":
+        if any(isinstance(a, ast.Starred) for a in call.args):
+            return STARRED_FILL
+        value = argument(call, bound.fill)
+        if value is None:
+            return NO_FILL
+        dtype = argument(call, bound.keyword("dtype"))
+        if factory == "full" and (dtype is None or is_literal(dtype, None)) and inferred_fill_dtype(value) is None:
+            return FILL_DTYPE
+        # `get_empty(...).fill_(value)` evaluates the value after every other argument.
+        later = [a for a in (*call.args, *(k.value for k in call.keywords)) if _position(a) > _position(value)]
+        if may_have_effects(value) and any(may_have_effects(a) for a in later):
+            return FILL_ORDER
     if bound.size_keyword is None and not bound.size and kind not in ("like", "full_like"):
         return NO_SIZE
     return None
 
+
+def inferred_fill_dtype(value: ast.expr) -> Optional[Literal["bool", "int64", "default"]]:
+    """The dtype `torch.full(size, value)` infers from a literal ``value`` (`True`, `-1`,
+    `2.5`): torch.bool, torch.int64 or the default dtype; None for anything else (a complex
+    literal's dtype follows the default dtype, a name's is known only at run time)."""
+    if not isinstance(value, (ast.Constant, ast.UnaryOp)):
+        return None
+    try:
+        number = ast.literal_eval(value)
+    except (ValueError, TypeError):
+        return None
+    return {bool: "bool", int: "int64", float: "default"}.get(type(number))
+
+
+def _position(node: ast.expr) -> tuple[int, int]:
+    return node.lineno, node.col_offset

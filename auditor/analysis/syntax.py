@@ -50,6 +50,11 @@ def is_literal(expr: Optional[ast.AST], *values) -> bool:
     return isinstance(expr, ast.Constant) and any(expr.value == v and type(expr.value) is type(v) for v in values)
 
 
+def may_have_effects(expr: ast.AST) -> bool:
+    """Whether evaluating ``expr`` may run code with effects (a call, await, yield, walrus)."""
+    return any(isinstance(n, (ast.Call, ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)) for n in ast.walk(expr))
+
+
 def is_ordering(node: ast.AST) -> bool:
     """`a < b`, `a >= b`...: a size test."""
     return isinstance(node, ast.Compare) and any(isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)) for op in node.ops)

@@ -11,7 +11,8 @@ from allocaudit.auditor.rules.base import FixAvailability, Invalid, Report, Rule
 
 class WorkspaceAllocation(Rule):
     """Fix safety: the rewrite to `get_empty` keeps what the call allocates (shape, dtype and
-    device as written, zeros where `torch.zeros` gave zeros) and is offered only for sites
+    device as written, zeros where `torch.zeros` gave zeros, and `.fill_(value)` where ones or
+    full wrote a value, in the dtype they would have had) and is offered only for sites
     that die within the call or that a workspace helper hands to its caller
     (`allocaudit.auditor.analysis.fixability` says which forms keep their meaning exactly,
     and why the others do not). The runtime then guards what static analysis cannot see: it
@@ -50,9 +51,13 @@ becomes
 `torch.empty_like(x)` / `torch.zeros_like(x)` become `get_empty_like(x, cache_name=...,
 zero=...)`, which keeps x's layout exactly as `*_like` does.
 
+`torch.ones`/`torch.full` (and their `*_like`, `new_*`) become `get_empty(...).fill_(value)`
+(`zero=False`): every element is written, in the dtype the call would have had.
+
 Sites the codemod leaves alone say why in the JSON output (`not_fixable_reason`):
-torch.compile'd functions, `out=`/`requires_grad=`/`pin_memory=`, ones/full fills,
-strides, memory formats other than contiguous (or the input's, for `*_like`).
+torch.compile'd functions, `out=`/`requires_grad=`/`pin_memory=`, `torch.full` of a
+non-literal value without `dtype=`, strides, memory formats other than contiguous (or the
+input's, for `*_like`), buffers alive together (comprehensions, lists built in a loop).
 
 Fix safety: the fix is safe ([*]) unless the buffer reaches what the runtime cannot
 see: `.record_stream()`, `.resize_()`/`.resize_as_()` or its storage
@@ -484,26 +489,62 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
             fixable=False,
             reason="non-strided `layout=`",
         ),
-        # Fills and layouts get_empty does not make.
+        # Fills: `get_empty(...).fill_(value)` writes every element, as ones and full do, in
+        # the dtype they would have: ones and `*_like`/`new_*` as written or the input's, full
+        # as written or what it infers from a literal (int64, bool, the default dtype).
         Invalid(
             """
             import torch
-            def forward(x):
+            def forward(x, v):
                 ws = torch.ones(4, device='cuda')  # expect
+                ids = torch.full((4,), -1, device='cuda')  # expect
+                w = x.new_full((4, 2), scale(v))  # expect
+                mask = torch.ones_like(x, dtype=torch.bool)  # expect
+                k(ws, ids, w, mask)
+            """,
+            fixable=True,
+            fix="""
+            import torch
+            from allocaudit.runtime import get_empty, get_empty_like
+            def forward(x, v):
+                ws = get_empty(4, torch.get_default_dtype(), device='cuda', cache_name="case.forward.ws", zero=False).fill_(1)  # expect
+                ids = get_empty((4,), torch.int64, device='cuda', cache_name="case.forward.ids", zero=False).fill_(-1)  # expect
+                w = get_empty((4, 2), x.dtype, device=x.device, cache_name="case.forward.w", zero=False).fill_(scale(v))  # expect
+                mask = get_empty_like(x, dtype=torch.bool, cache_name="case.forward.mask", zero=False).fill_(1)  # expect
+                k(ws, ids, w, mask)
+            """,
+        ),
+        # torch.full infers its dtype from the value: only a literal's can be written down.
+        Invalid(
+            """
+            import torch
+            def forward(x, v):
+                ws = torch.full((4,), v, device='cuda')  # expect
                 k(ws)
             """,
             fixable=False,
-            reason="filled with ones: get_empty only zero-fills",
+            reason="`torch.full` infers its dtype from the fill value, which is not a real or bool literal here: give `dtype=`",
         ),
         Invalid(
             """
             import torch
-            def forward(x):
-                ws = torch.full((4,), 7, device='cuda')  # expect
+            def forward(x, shape_and_value):
+                ws = torch.full(*shape_and_value, dtype=torch.float32, device='cuda')  # expect
                 k(ws)
             """,
             fixable=False,
-            reason="filled with a value other than a literal zero",
+            reason="a starred argument hides which argument is the fill value",
+        ),
+        # `.fill_(value)` runs after the device expression: two calls would swap.
+        Invalid(
+            """
+            import torch
+            def forward(x, v):
+                ws = torch.full((4,), scale(v), dtype=torch.float32, device=pick_device())  # expect
+                k(ws)
+            """,
+            fixable=False,
+            reason="the fill value would be evaluated after a later argument (`get_empty(...).fill_(value)`), and both may have effects",
         ),
         Invalid(
             """
@@ -620,7 +661,8 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
             fixable=False,
             reason="reached from TorchScript `scripted`: get_empty cannot be scripted",
         ),
-        # One buffer per site would alias buffers that are alive together.
+        # Buffers alive together: correct to rewrite (the runtime gives each live hand-out its
+        # own memory), but the runtime would hold all of them and strict mode would raise.
         Invalid(
             """
             import torch
@@ -630,7 +672,7 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
                 return torch.cat(parts)
             """,
             fixable=False,
-            reason="one buffer per site: the elements of a comprehension are alive together and would alias",
+            reason="the elements of a comprehension are alive together: get_empty would give each its own buffer and hold them all between calls, and strict mode would raise on the second",
         ),
         Invalid(
             """
@@ -643,7 +685,7 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
                 return torch.cat(parts)
             """,
             fixable=False,
-            reason="collected in `parts` across iterations: one buffer per site would alias",
+            reason="collected in `parts` across iterations, alive together: get_empty would give each its own buffer and hold them all between calls, and strict mode would raise on the second",
         ),
         # Collected by concatenation across iterations: the buffers are alive together.
         Invalid(
@@ -658,7 +700,7 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
                 show(out)
             """,
             fixable=False,
-            reason="collected in `out` across iterations: one buffer per site would alias",
+            reason="collected in `out` across iterations, alive together: get_empty would give each its own buffer and hold them all between calls, and strict mode would raise on the second",
         ),
         # A slice store copies the value into the tensor: the buffer itself dies.
         Invalid(

@@ -80,6 +80,34 @@ def test_a_tensor_saved_for_backward_keeps_its_memory(cache):
     assert cache.stats()[("expert", "cpu")].overlaps == 3  # layers 2-4 found layer 1's buffer saved
 
 
+def test_a_comprehension_of_one_name_gets_distinct_memory_and_the_buffers_stay_held(cache):
+    # Why `fix` may leave comprehensions alone for cost, not for safety: with one cache name,
+    # elements alive together never share memory, but the cache then holds one buffer each.
+    def gather(n):
+        parts = [ask(cache, 64, name="moe.shards") for _ in range(n)]
+        for i, p in enumerate(parts):
+            p.fill_(float(i))
+        return parts
+
+    parts = gather(4)
+    spans = sorted((p.data_ptr(), p.data_ptr() + p.nbytes) for p in parts)
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))  # disjoint
+    assert [p[0].item() for p in parts] == [0.0, 1.0, 2.0, 3.0] and all(bool(p.eq(p[0]).all()) for p in parts)
+    assert cache.stats()[("moe.shards", "cpu")].overlaps == 3
+    del parts
+    assert len(cache.buffers()) == 4  # held between calls
+    gather(4)
+    assert len(cache.buffers()) == 4  # and reused
+
+
+def test_strict_mode_raises_on_a_comprehension_of_one_name():
+    from allocaudit.runtime import WorkspaceAliasError
+
+    cache = WorkspaceCache("strict", strict=True)
+    with pytest.raises(WorkspaceAliasError, match="'moe.shards'"):
+        [ask(cache, 8, name="moe.shards") for _ in range(2)]
+
+
 def test_strict_mode_raises_instead_of_serving_the_overlap():
     from allocaudit.runtime import WorkspaceAliasError
 
