@@ -72,7 +72,7 @@ class _Normaliser(ast.NodeTransformer):
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         self.generic_visit(node)
-        return self._canonical(node) or node
+        return self._canonical(node) or _filled(node) or node
 
     def _canonical(self, call: ast.Call) -> Optional[ast.Call]:
         factory, receiver = None, None
@@ -169,6 +169,26 @@ class _Normaliser(ast.NodeTransformer):
         if inferred_fill_dtype(value) is not None and ast.literal_eval(value) == 0:
             return "zeros", None
         return "full", value
+
+
+def _filled(call: ast.Call) -> Optional[ast.Call]:
+    """`torch.empty(...).fill_(v)` (or zeros) is a full of v: what `unfix` makes of a fill the
+    code wrote itself on an allocation `fix` rewrote."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr == "fill_" and len(call.args) == 1 and not call.keywords):
+        return None
+    inner = func.value
+    if not (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id in _PLAIN):
+        return None
+    value = call.args[0]
+    zero = inferred_fill_dtype(value) is not None and ast.literal_eval(value) == 0
+    like = "_like" if inner.func.id.endswith("_like") else ""
+    name = f"ALLOC_zeros{like}" if zero else f"ALLOC_full{like}"
+    args = inner.args if zero else [*inner.args, value]
+    return ast.Call(ast.Name(name, ast.Load()), args, inner.keywords)
+
+
+_PLAIN = {"ALLOC_empty", "ALLOC_zeros", "ALLOC_empty_like", "ALLOC_zeros_like"}
 
 
 class _Deleter(ast.NodeTransformer):

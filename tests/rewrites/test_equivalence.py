@@ -23,6 +23,9 @@ from allocaudit.rewrites.equivalence import equivalent
         ("x.new_full(s, v)", "torch.full(s, v, dtype=x.dtype, device=x.device)"),
         ("x.new_ones(s)", "torch.ones(s, dtype=x.dtype, device=x.device)"),
         ("torch.ones_like(x)", "torch.full_like(x, 1)"),
+        # A fill the code writes itself: `unfix` makes a full of it.
+        ("torch.empty((m, n), dtype=x.dtype).fill_(0)", "torch.full((m, n), 0, dtype=x.dtype)"),
+        ("torch.empty_like(x).fill_(v)", "torch.full_like(x, v)"),
         ("torch.full_like(x, v, memory_format=torch.contiguous_format)", "torch.full(x.shape, v, dtype=x.dtype, device=x.device)"),
     ],
 )
