@@ -363,6 +363,23 @@ def sdpa_refusal(model) -> Optional[str]:
     return None
 
 
+def warm_up_for_capture(model, static) -> int:
+    """Two forwards on a side stream, as before a capture, then the allocator's cache emptied:
+    the memory reserved after, against which the graph's pool is measured."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.no_grad():
+        for _ in range(2):
+            model(static, use_cache=False)
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    gc.collect()
+    torch.cuda.empty_cache()
+    return torch.cuda.memory_reserved()
+
+
 def check_graph(ctx: dict) -> dict:
     refusal = sdpa_refusal(ctx["model"])
     if refusal is not None:
@@ -398,16 +415,7 @@ def _check_graph(ctx: dict) -> dict:
         torch.cuda.set_sync_debug_mode(0)
         import_utils.is_cuda_stream_capturing = saved
     static = ids.clone()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), torch.no_grad():
-        for _ in range(2):
-            model(static, use_cache=False)
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    gc.collect()
-    torch.cuda.empty_cache()
-    reserved0 = torch.cuda.memory_reserved()
+    reserved0 = warm_up_for_capture(model, static)
     pinned0 = sum(b.nbytes for b in default_cache().buffers() if b.pinned)
     graph = torch.cuda.CUDAGraph()
     try:
@@ -457,16 +465,7 @@ def _check_profile(ctx: dict) -> dict:
     cuda = ids.is_cuda and ctx.get("capturable", False)  # else: one eager forward, factory calls only
     static = ids.clone()
     if cuda:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), torch.no_grad():
-            for _ in range(2):
-                model(static, use_cache=False)
-        torch.cuda.current_stream().wait_stream(side)
-        torch.cuda.synchronize()
-        gc.collect()
-        torch.cuda.empty_cache()
-        reserved0 = torch.cuda.memory_reserved()
+        reserved0 = warm_up_for_capture(model, static)
         torch.cuda.memory._record_memory_history(max_entries=500000, stacks="python")
     graph = torch.cuda.CUDAGraph() if cuda else None
     with profile_allocations(device=ids.device.type) as recorder:
