@@ -290,7 +290,7 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
             """
             import torch
             def forward(x):
-                acc = torch.zeros(4, device='cuda')  # expect
+                acc = torch.zeros(x.shape[0], device='cuda')  # expect
                 acc.resize_(x.numel())
                 kernel(x, acc)
             """,
@@ -404,6 +404,7 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
                 kernel(a, b, c)
             """,
             fixable=True,
+            all_sizes=True,
             fix="""
             import torch
             from allocaudit.runtime import get_empty
@@ -503,6 +504,7 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
                 k(ws, ids, w, mask)
             """,
             fixable=True,
+            all_sizes=True,
             fix="""
             import torch
             from allocaudit.runtime import get_empty, get_empty_like
@@ -622,11 +624,11 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
             """
             import torch
             def helper(x):
-                ws = torch.empty(4, device='cuda')  # expect
+                ws = torch.empty(x.shape, device='cuda')  # expect
                 k(x, ws)
             def op_impl(x):
                 helper(x)
-                tmp = torch.zeros(8, device='cuda')  # expect
+                tmp = torch.zeros(x.shape, device='cuda')  # expect
                 k(x, tmp)
             direct_register_custom_op('op', op_impl)
             @torch.compile
