@@ -29,7 +29,7 @@ from allocaudit.auditor.analysis.functions import AnalysisOptions, FunctionInfo
 from allocaudit.auditor.analysis.index import ModuleIndex
 from allocaudit.auditor.analysis.modules import OtherModules
 from allocaudit.auditor.analysis.names import NameResolver
-from allocaudit.auditor.analysis.sizes import REBOUND, Binding, SizeEstimate, estimate
+from allocaudit.auditor.analysis.sizes import SizeEstimate, estimate
 from allocaudit.auditor.analysis.syntax import FunctionNode, arg_specs, argument, is_literal, unparse
 
 SiteClass = Literal["workspace", "escapes", "init", "dead"]
@@ -248,18 +248,17 @@ class SiteFinder:
             return sources[0]
         return None
 
-    def _size_binding(self, name: str, function: Optional[FunctionNode]) -> Binding:
+    def _size_binding(self, name: str, function: Optional[FunctionNode]) -> Optional[ast.expr]:
         """What the size estimate reads for a name: the one value the function (else the
-        module) assigns it, a dimension of `m, k = x.shape`, None for a parameter or an
-        unknown global (judged by its words), REBOUND for a name bound several times, in a
-        loop or by an unpacking of anything else."""
+        module) assigns it, or `x.shape[i]` for a name of `a, b = x.shape`; None for a
+        parameter or a name bound several times, in a loop or by another unpacking."""
         if function is not None:
             flow = self.effects.flow(function)
             if name in flow.params:
                 return None
             binders = flow.binders.get(name, [])
             if len(binders) > 1:
-                return REBOUND
+                return None
             if binders:
                 values = flow.stores.get(name, [])
                 return values[0] if len(values) == 1 else self._unpacked_dimension(binders[0])
@@ -268,18 +267,18 @@ class SiteFinder:
             return sources[0]
         return None
 
-    def _unpacked_dimension(self, target: ast.AST) -> Binding:
-        """`x.shape[i]` for the i-th name of `a, b = x.shape` (or `x.size()`), else REBOUND."""
+    def _unpacked_dimension(self, target: ast.AST) -> Optional[ast.expr]:
+        """`x.shape[i]` for the i-th name of `a, b = x.shape` (or `x.size()`), else None."""
         tuple_node = self.parents.get(target)
         assign = self.parents.get(tuple_node)
         if not (isinstance(tuple_node, ast.Tuple) and isinstance(assign, ast.Assign) and tuple_node in assign.targets):
-            return REBOUND
+            return None
         value = assign.value
         if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr == "size" and not value.args:
             value = ast.Attribute(value.func.value, "shape", ast.Load())
         position = tuple_node.elts.index(target)
         if not isinstance(value, ast.Attribute) or value.attr != "shape" or any(isinstance(e, ast.Starred) for e in tuple_node.elts[:position]):
-            return REBOUND
+            return None
         return ast.Subscript(value, ast.Constant(position), ast.Load())
 
     def _moved_to(self, call: ast.Call, classifier: DeviceClassifier) -> Optional[Device]:

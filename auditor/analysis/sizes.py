@@ -37,7 +37,7 @@ import ast
 import math
 import re
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional, Sequence, TypeVar, Union
+from typing import Callable, Literal, Optional, Sequence, TypeVar
 
 from allocaudit.auditor.analysis.factories import TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, FactoryKind, bind
 from allocaudit.auditor.analysis.syntax import arg_specs, argument, unparse
@@ -83,11 +83,9 @@ class SizeEstimate:
         return f"{FIXED_SIZE}: {self.evidence}"
 
 
-# A name's value in the function that allocates: None to judge the name by its words (a
-# parameter, a global), an expression to judge instead, or REBOUND when it has no one value.
-REBOUND = "rebound"
-Binding = Union[None, ast.expr, Literal["rebound"]]
-Lookup = Callable[[str], Binding]
+# A name's one value in the function that allocates, or None where it has none (a parameter,
+# a name bound several times or by a loop): then the name is judged by its words.
+Lookup = Callable[[str], Optional[ast.expr]]
 T = TypeVar("T")
 
 _FILLERS = frozenset(
@@ -229,8 +227,8 @@ class _Estimator:
     def _through(self, name: str, judge: Callable[[ast.expr], T]) -> Optional[T]:
         """``judge`` of the one value the function assigns ``name``, or None where it has no
         one value (or is being judged already: `n = n + 1` in a loop)."""
-        value = self.lookup(name) if name not in self.seen else REBOUND
-        if not isinstance(value, ast.expr):
+        value = self.lookup(name) if name not in self.seen else None
+        if value is None:
             return None
         self.seen.add(name)
         try:
