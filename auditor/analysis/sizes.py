@@ -67,11 +67,6 @@ class SizeEstimate:
     kind: SizeKind
     evidence: str
 
-    @property
-    def grows(self) -> bool:
-        """Whether a reuse cache may pay for it: anything but a fixed, small size."""
-        return self.kind != FIXED
-
     def describe(self) -> str:
         """A clause for a message: why the size pays, or why it does not."""
         if self.kind == GROWS:
@@ -98,7 +93,7 @@ _BATCH_WORDS = frozenset(
 )
 _CONFIG_WORDS = frozenset(
     "experts expert expts expt e ranks rank world tp ep dp pp cp gpus topk group groups chunk chunks "
-    "block buckets bits layers layer shards shard splits stages warps heads head kv_heads".split()
+    "block buckets bits layers layer shards shard splits stages warps heads head".split()
 )
 _MODEL_WORDS = frozenset("hidden intermediate inter ffn vocab model embed embedding".split())
 # Words of a tensor that is a parameter of the model, not an activation: its size is fixed.
@@ -124,8 +119,6 @@ def words(identifier: str) -> list[str]:
     for part in parts:
         if joined and joined[-1] == "top" and part == "k":
             joined[-1] = "topk"
-        elif joined and joined[-1] == "kv" and part == "heads":
-            joined[-1] = "kv_heads"
         else:
             joined.append(part)
     return joined
@@ -160,6 +153,7 @@ class _Dim:
     kind: SizeKind  # GROWS, UNKNOWN or FIXED
     evidence: str  # the dimension that decided, as code in backticks
     elements: int = NOMINAL_WIDTH  # a fixed dimension's value, or its nominal size
+    exact: bool = False  # elements is the value (computed from literals), not a nominal size
 
 
 def _worst(dims: Sequence[_Dim], combine: Callable[[Sequence[int]], int] = math.prod) -> _Dim:
@@ -169,7 +163,7 @@ def _worst(dims: Sequence[_Dim], combine: Callable[[Sequence[int]], int] = math.
         for d in dims:
             if d.kind == kind:
                 return d
-    return _Dim(FIXED, "", combine([d.elements for d in dims]))
+    return _Dim(FIXED, "", combine([d.elements for d in dims]), all(d.exact for d in dims))
 
 
 def _arithmetic(op: ast.operator, left: int, right: int) -> int:
@@ -202,7 +196,7 @@ class _Estimator:
     def dim(self, expr: ast.expr) -> _Dim:
         code = f"`{unparse(expr, 40)}`"
         if isinstance(expr, ast.Constant) and isinstance(expr.value, int) and not isinstance(expr.value, bool):
-            return _Dim(FIXED, code, abs(expr.value))
+            return _Dim(FIXED, code, abs(expr.value), exact=True)
         if isinstance(expr, ast.Name):
             return self._name(expr.id, code)
         if isinstance(expr, (ast.Tuple, ast.List)):
@@ -241,8 +235,11 @@ class _Estimator:
         value says nothing (`d_model = x.size(-1)`)."""
         found = self._through(name, self.dim)
         by_words = self._by_words(name, code)
-        if found is not None and found.kind == FIXED:  # `num_experts = w1.size(0)`: the words say which dimension
-            return _Dim(FIXED, code, min(found.elements, by_words.elements) if by_words.kind == FIXED else found.elements)
+        if found is not None and found.kind == FIXED:
+            if found.exact or by_words.kind != FIXED:
+                return _Dim(FIXED, code, found.elements, found.exact)
+            # `num_experts = w1.size(0)`: the words say which dimension of the weight it is.
+            return _Dim(FIXED, code, min(found.elements, by_words.elements))
         if found is not None and found.kind == GROWS:
             origin = found.evidence.split(" from ")[-1]
             return _Dim(GROWS, code if origin == code else f"{code} from {origin}")

@@ -90,6 +90,8 @@ def test_sizes_fixed_by_the_configuration(body, evidence):
         ("torch.empty(num_experts, config.hidden_size, device='cuda')", "(num_experts, config.hidden_size)"),
         ("torch.empty_like(w13_weight)", "the size of `w13_weight`"),
         ("torch.empty(4096, 4096, device='cuda')", "(4096, 4096)"),
+        # A name's literal value counts as it is, whatever its words say.
+        ("chunk_size = 4096\ntorch.ones(chunk_size, chunk_size, dtype=torch.bool, device='cuda')", "(chunk_size, chunk_size)"),
     ],
 )
 def test_fixed_sizes_that_may_be_large_are_kept(body, evidence):
