@@ -27,7 +27,7 @@ from allocaudit.auditor.profiling.commands import (
 from allocaudit.auditor.project import Resolver, project_root, rooted
 from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE
 from allocaudit.auditor.settings import KEYS as SETTINGS_KEYS
-from allocaudit.auditor.settings import ConfigError, Settings, check_module_name, load, split_codes
+from allocaudit.auditor.settings import ConfigError, Settings, check_module_name, load, parse_bytes, split_codes
 from allocaudit.auditor.usage import fail
 from allocaudit.auditor.version import VERSION
 
@@ -62,6 +62,21 @@ UnsafeFixes = Annotated[
         help="Apply unsafe fixes too (README: Fix safety); --no-unsafe-fixes also hides the hints about them.",
     ),
 ]
+# Without a profile, `fix` leaves out allocations whose size does not grow with the batch.
+AllSizes = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--all-sizes/--no-all-sizes",
+        help="Fix allocations of every size, also those that do not grow with the batch (expert counts, 0-d, constants).",
+    ),
+]
+MinBytes = Annotated[
+    Optional[str],
+    typer.Option(
+        "--min-bytes",
+        help="With --profile: fix only sites that allocated at least this many bytes per call (65536, 64KiB, 1MiB).",
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -81,7 +96,7 @@ def _resolver(
     config: Optional[Path],
     select=None, extend_select=None, ignore=None, all_files=False, min_confidence=None,
     no_gitignore=False, force_exclude=None, exit_zero=False, include_by_content=None, unsafe_fixes=None,
-    runtime_module=None,
+    runtime_module=None, all_sizes=None, min_bytes=None,
 ) -> Resolver:
     """Each file's settings: its nearest config's (or --config's for all), flags over them.
     A bad flag or config fails here, before anything is read."""
@@ -93,6 +108,11 @@ def _resolver(
             check_module_name(runtime_module)
         except ValueError as exc:
             fail(f"--runtime-module: {exc}")
+    if min_bytes is not None:
+        try:
+            min_bytes = parse_bytes(min_bytes)
+        except ValueError as exc:
+            fail(f"--min-bytes {exc}")
     if exit_zero:
         extend_select += (UNPARSABLE,)  # a file that does not parse is a finding, not an exit-2 error
 
@@ -119,6 +139,10 @@ def _resolver(
             changes["unsafe_fixes"] = unsafe_fixes
         if runtime_module is not None:
             changes["runtime_module"] = runtime_module
+        if all_sizes is not None:
+            changes["all_sizes"] = all_sizes
+        if min_bytes is not None:
+            changes["min_bytes"] = min_bytes
         return replace(settings, **changes)
 
     try:
@@ -202,17 +226,22 @@ def scan(
     show_settings: bool = typer.Option(False, "--show-settings", help="Show the settings the first path is scanned with, and where they come from, and exit."),
     add_noqa: bool = typer.Option(False, "--add-noqa", help="Add `# noqa: CODE` to each finding's line, and exit."),
     profile: Optional[Path] = typer.Option(
-        None, "--profile", help="Rank findings by a profile written by `allocaudit profile`; list never-run findings and missed sites."
+        None, "--profile",
+        help="Rank findings by a profile written by `allocaudit profile`; list never-run findings and missed sites; mark [*] what `fix --profile` rewrites.",
     ),
+    all_sizes: AllSizes = None,
+    min_bytes: MinBytes = None,
 ) -> None:
     """Report per-call CUDA allocations and where they can be reused."""
     paths = paths or ["."]
     if statistics and output_format.value not in ("text", "json"):
         fail(f"--statistics works with --output-format text or json, not {output_format.value}: {output_format.value} reports each finding")
+    if min_bytes is not None and profile is None:
+        fail("--min-bytes needs --profile: the bytes per call are what a profile measured")
     resolver = _resolver(
         config, select=select, extend_select=extend_select, ignore=ignore, all_files=all_files,
         min_confidence=min_confidence, no_gitignore=no_gitignore, force_exclude=force_exclude, exit_zero=exit_zero,
-        include_by_content=include_by_content, unsafe_fixes=unsafe_fixes,
+        include_by_content=include_by_content, unsafe_fixes=unsafe_fixes, all_sizes=all_sizes, min_bytes=min_bytes,
     )
     if show_settings:
         _show_settings(paths, resolver)
@@ -233,7 +262,10 @@ def scan(
     if profile is not None:
         from allocaudit.auditor.profiling.commands import render_join
 
-        rendered = render_join(result, profile, output_format.value, scanned=paths)
+        command = " ".join(["allocaudit fix --profile", str(profile), *(["--all-sizes"] if all_sizes else []), *(["--min-bytes", min_bytes] if min_bytes else [])])
+        rendered = render_join(
+            result, profile, output_format.value, scanned=paths, min_bytes=lambda path: resolver.for_file(path).min_bytes, fix_command=command
+        )
     else:
         rendered = RENDERERS[output_format.value](result, statistics=statistics)
     if output_file is not None:
@@ -360,24 +392,62 @@ def fix(
     config: CodemodConfig = None,
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes for the scan (default: one per core)."),
     unsafe_fixes: UnsafeFixes = None,
-    show_fixes: bool = typer.Option(False, "--show-fixes", help="List each site rewritten (with --diff: each site that would be)."),
+    show_fixes: bool = typer.Option(
+        False, "--show-fixes", help="List each site rewritten (with --diff: each site that would be), with why it was chosen."
+    ),
     runtime_module: CodemodRuntimeModule = None,
+    profile: Optional[Path] = typer.Option(
+        None, "--profile", help="Rewrite only sites that ran in this profile (from `allocaudit profile`), largest first."
+    ),
+    min_bytes: MinBytes = None,
+    all_sizes: AllSizes = None,
 ) -> None:
     """Rewrite per-call CUDA workspaces (AA101 sites the scan marks [*]) into get_empty calls."""
     from allocaudit.rewrites.apply import run_fix
 
     paths = paths or ["."]
+    if min_bytes is not None and profile is None:
+        fail("--min-bytes needs --profile: the bytes per call are what a profile measured")
     resolver = _resolver(
         config, all_files=all_files, no_gitignore=no_gitignore, force_exclude=force_exclude,
         include_by_content=include_by_content, unsafe_fixes=unsafe_fixes, runtime_module=runtime_module,
+        all_sizes=all_sizes, min_bytes=min_bytes,
     )
     mode = _codemod_mode(diff, check)
+    selector = _ProfileSelector(profile, resolver) if profile is not None else None
     try:
-        result = run_fix(paths, resolver, mode, cache_dir=_cache_dir(paths, resolver, no_cache), jobs=jobs, show_progress=sys.stderr.isatty())
+        result = run_fix(
+            paths, resolver, mode, cache_dir=_cache_dir(paths, resolver, no_cache), jobs=jobs, show_progress=sys.stderr.isatty(),
+            select=selector.select if selector else None,
+        )
     except ConfigError as exc:
         fail(str(exc))
+    if selector is not None:
+        result.changed.sort(key=lambda row: -selector.bytes_of(row))
     _report(result, mode, ("Fixed", "Would fix"), show_fixes)
     raise typer.Exit(result.exit_code(mode))
+
+
+class _ProfileSelector:
+    """`fix --profile`: the profile's choice of fixes, applied to the scan `fix` runs, and the
+    bytes measured per site to list the rewritten sites by."""
+
+    def __init__(self, profile_path: Path, resolver: Resolver) -> None:
+        from allocaudit.auditor.profiling.commands import load_profile
+
+        self.profile = load_profile(profile_path)
+        self.path = str(profile_path)
+        self.resolver = resolver
+        self.selection = None
+
+    def select(self, scan):
+        from allocaudit.auditor.profiling.selection import select
+
+        self.selection = select(scan, self.profile, self.path, lambda path: self.resolver.for_file(path).min_bytes)
+        return self.selection.scan
+
+    def bytes_of(self, row) -> int:
+        return self.selection.bytes_of(row.path, row.line, row.col) if self.selection else 0
 
 
 @app.command()

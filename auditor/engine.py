@@ -24,9 +24,10 @@ from typing import Callable, Iterable, Mapping, Optional
 
 from allocaudit.auditor.analysis.devices import CONFIDENCE_ORDER
 from allocaudit.auditor.analysis.fix_safety import SAFE, UNSAFE
+from allocaudit.auditor.analysis.fixability import chosen_because
 from allocaudit.auditor.discovery import GlobSet, discover
 from allocaudit.auditor.findings import FileError, Finding, ScanResult
-from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE, FixAvailability, Report
+from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE, FixAvailability, FixKind, Report
 from allocaudit.auditor.rules.unparsable_file import UnparsableFile
 from allocaudit.auditor.rules.unused_suppression import UnusedSuppression
 from allocaudit.auditor.progress import ProgressBar
@@ -111,6 +112,8 @@ def _finding(path: str, lines: list[str], rule, report: Report) -> Finding:
     # A rule may fix what is no workspace (AA104 deletes a dead allocation): the site's
     # unsafe uses only matter for a fix that keeps the buffer.
     unsafe_reason = site.unsafe_reason if fixable and site and site.fixable else None
+    size = site.size if site else None
+    reuses = fixable and rule.FIX_KIND is FixKind.REUSE and size is not None
     return Finding(
         path=path,
         line=line,
@@ -132,6 +135,9 @@ def _finding(path: str, lines: list[str], rule, report: Report) -> Finding:
         notes=site.notes if site else (),
         fix_safety=(None if not fixable else UNSAFE if unsafe_reason else SAFE),
         unsafe_reason=unsafe_reason,
+        size=size.kind if size else None,
+        size_evidence=size.evidence if size else None,
+        fix_reason=chosen_because(size) if reuses else None,
     )
 
 

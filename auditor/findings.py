@@ -30,6 +30,12 @@ class Finding:
     notes: tuple[str, ...] = ()
     fix_safety: Optional[str] = None  # "safe" or "unsafe" for a fixable finding
     unsafe_reason: Optional[str] = None
+    # The static size estimate of an allocation site: "grows", "unknown" (may grow),
+    # "model-sized" (fixed but maybe large) or "fixed"; and the dimension or shape behind it.
+    size: Optional[str] = None
+    size_evidence: Optional[str] = None
+    # Why `fix` rewrites a fixable finding: its size estimate, or what a profile measured.
+    fix_reason: Optional[str] = None
 
     def fix_applies(self, unsafe_fixes: Optional[bool]) -> bool:
         """Whether `allocaudit fix` rewrites this finding: a safe fix always, an unsafe one

@@ -6,6 +6,7 @@ import hashlib
 import json
 import keyword
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -79,6 +80,10 @@ class Settings:
     # Apply unsafe fixes too (ruff's `unsafe-fixes`); None: no, but say how many were held back.
     unsafe_fixes: Optional[bool] = None
     runtime_module: str = DEFAULT_RUNTIME_MODULE  # the module `fix` imports get_empty from
+    # `fix` rewrites allocations of every size, not only those whose size may grow with the batch.
+    all_sizes: bool = False
+    # With a profile: `fix` rewrites only sites that allocated at least this many bytes per call.
+    min_bytes: int = 0
     root: Optional[str] = None  # the folder globs are relative to: the config's, or the project root
     config_file: Optional[str] = None  # the pyproject.toml these settings come from
 
@@ -87,7 +92,7 @@ class Settings:
     # in the cache's fingerprint.
     SCOPE_FIELDS: ClassVar[tuple[str, ...]] = (
         "include", "include_by_content", "exclude", "respect_gitignore", "all_files", "force_exclude", "per_file_ignores", "root", "config_file",
-        "unsafe_fixes", "runtime_module",
+        "unsafe_fixes", "runtime_module", "min_bytes",
     )
 
     def enabled_codes(self) -> frozenset[str]:
@@ -99,7 +104,7 @@ class Settings:
         return frozenset(codes)
 
     def analysis_options(self) -> AnalysisOptions:
-        return AnalysisOptions(self.not_per_call, self.per_call, self.workspace_helpers)
+        return AnalysisOptions(self.not_per_call, self.per_call, self.workspace_helpers, self.all_sizes)
 
     def fingerprint(self) -> str:
         """Digest of everything that changes what a file's scan reports."""
@@ -143,6 +148,8 @@ KEYS = {
     "per-file-ignores": ("per_file_ignores", False),
     "unsafe-fixes": ("unsafe_fixes", False),
     "runtime-module": ("runtime_module", False),
+    "all-sizes": ("all_sizes", False),
+    "min-bytes": ("min_bytes", False),
 }
 
 
@@ -216,6 +223,11 @@ def _check(config: Path, key: str, field_name: str, value: Any, extend: bool, cu
             return check_module_name(value)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+    if field_name == "min_bytes":
+        try:
+            return parse_bytes(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     if field_name == "max_file_size":
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"{where} must be a positive number of bytes, not {value!r}")
@@ -237,6 +249,21 @@ def _per_file_ignores(where: str, value: Any) -> tuple[tuple[str, tuple[str, ...
             _expand(code, f"{where} `{glob}`")
         pairs.append((glob, tuple(codes)))
     return tuple(pairs)
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_bytes(value: Any) -> int:
+    """A number of bytes: an int, or a string with a unit, `65536`, `64KiB`, `1 MiB`, `1.5MB`
+    (KiB, MiB, GiB are powers of 1024; kB, MB, GB of 1000); ValueError naming ``value``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", value) if isinstance(value, str) else None
+    unit = _BYTE_UNITS.get(match.group(2).lower()) if match else None
+    if match is None or unit is None:
+        raise ValueError(f"must be a number of bytes such as 65536, 64KiB or 1MiB, not {value!r}")
+    return int(float(match.group(1)) * unit)
 
 
 def check_module_name(value: Any) -> str:

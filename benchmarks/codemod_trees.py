@@ -1,6 +1,6 @@
 """`allocaudit fix` over source trees, as a new user would run it, then checks.
 
-For each tree: copy it, run `allocaudit fix --all` (timed, no cache; `--default-scope`
+For each tree: copy it, run `allocaudit fix --all --all-sizes` (every fixable site; timed, no cache; `--default-scope`
 leaves out `--all`, `--target` names the folder of the copy to run on, e.g. the MoE layers),
 compile every file it wrote, run `fix` again (must change nothing), run `allocaudit unfix`
 (timed) and compare each restored file with the original (equal ASTs after the normal form
@@ -63,17 +63,18 @@ def run_tree(source: Path, work: Path, exclude: list[str], target: str = "", sco
     before = snapshot(tree)
     where = str(tree / target) if target else str(tree)
     if sites is not None:
-        listing, _ = allocaudit("scan", *scope, "--no-cache", "--select", "AA101,AA104", "--format", "json", "--exit-zero", where)
+        listing, _ = allocaudit("scan", *scope, "--all-sizes", "--no-cache", "--select", "AA101,AA104", "--format", "json", "--exit-zero", where)
         sites.write_text(listing.stdout)
 
     # The dead allocations fix deletes (AA104), by file: unfix does not bring them back.
-    check, _ = allocaudit("fix", *scope, "--no-cache", "--check", where)
+    # Every fixable site, whatever its size: this checks how the codemod writes, not which sites pay.
+    check, _ = allocaudit("fix", *scope, "--all-sizes", "--no-cache", "--check", where)
     deleted: dict[str, list[int]] = {}
     for m in map(PENDING.match, check.stdout.splitlines()):
         if m and m["what"].endswith("deleted: never read"):
             deleted.setdefault(os.path.abspath(m["path"]), []).append(int(m["line"]))
 
-    fix, fix_s = allocaudit("fix", *scope, "--no-cache", where)
+    fix, fix_s = allocaudit("fix", *scope, "--all-sizes", "--no-cache", where)
     print(f"{source.name}: fix --all took {fix_s:.1f} s", file=sys.stderr, flush=True)
     summary = next((m for m in map(SUMMARY.match, fix.stdout.splitlines()) if m), None)
     skipped = Counter(reason_group(m["reason"]) for m in map(ROW.match, fix.stdout.splitlines()) if m)
@@ -89,7 +90,7 @@ def run_tree(source: Path, work: Path, exclude: list[str], target: str = "", sco
             except py_compile.PyCompileError as exc:
                 compile_failures.append(f"{path}: {exc.msg}")
 
-    again, again_s = allocaudit("fix", *scope, "--no-cache", where)
+    again, again_s = allocaudit("fix", *scope, "--all-sizes", "--no-cache", where)
     second_changed = sorted(p for p, data in snapshot(tree).items() if after.get(p) != data)
 
     unfix, unfix_s = allocaudit("unfix", *scope, where)

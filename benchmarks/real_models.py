@@ -8,12 +8,15 @@ Three variants of the installed `transformers` package, each measured in fresh p
 - ``orig``: the installed package, as it is;
 - ``fix``: a copy of the whole package (made at run time in a temporary folder, first on
   ``PYTHONPATH``, so it shadows the installed one completely: every worker checks
-  ``transformers.__file__``) on which ``allocaudit fix`` ran with its default scope
+  ``transformers.__file__``) on which ``allocaudit fix --all-sizes`` ran with its default scope
   (``*moe*``/``*expert*`` paths of the whole package);
 - ``fix-all``: a copy on which ``allocaudit fix --all`` ran over every file the target models can
   import: the package outside ``models/``, ``models/auto`` and the targets' own folders (the
   other 400-odd model folders are left as installed; ``fix --all`` over all of them takes
   minutes and none of them is imported).
+
+Both fixed variants are written with ``--all-sizes``: every fixable site is rewritten, also those whose
+size does not grow with the batch, so that the checks cover every rewrite `fix` can make.
 
 Targets: the causal-LM classes of mixtral, qwen3_moe, olmoe, deepseek_v3, gpt_oss, jetmoe and aria
 (its text model), built from their config classes with random weights (nothing is downloaded), at
@@ -1137,9 +1140,9 @@ def main() -> None:
         shutil.copytree(package, copy, symlinks=True)
         roots[variant] = root
         if variant == "fix":
-            cmd = [*allocaudit, "fix", "--no-cache", str(copy)]
+            cmd = [*allocaudit, "fix", "--all-sizes", "--no-cache", str(copy)]
         else:
-            cmd = [*allocaudit, "fix", "--all", "--no-cache", *fix_all_files(copy)]
+            cmd = [*allocaudit, "fix", "--all", "--all-sizes", "--no-cache", *fix_all_files(copy)]
         jobs.append(Job(f"{variant}: allocaudit fix", cmd, "fix", env=env, log=out / "logs" / f"{variant}-fix.log",
                         timeout=job_timeout, on_done=fix_done(variant, copy)))
 

@@ -4,7 +4,7 @@
                                                [--tests unit/v1/moe] [--out DIR]
 
 Copies the DeepSpeed source tree twice into a temporary folder (nothing of it is kept), runs
-``allocaudit fix --no-cache deepspeed/moe`` on one copy, and runs the same pytest selection in
+``allocaudit fix --all-sizes --no-cache deepspeed/moe`` on one copy (every fixable site), and runs the same pytest selection in
 each copy with the given interpreter (a virtual environment with torch and DeepSpeed's
 requirements; DeepSpeed itself is imported from the copy through ``PYTHONPATH``):
 ``DS_ACCELERATOR=cpu`` (DeepSpeed's CPU accelerator, gloo), ``LOCAL_SIZE=4`` (the CPU accelerator
@@ -100,7 +100,7 @@ def main() -> None:
         tree = work / variant
         shutil.copytree(args.deepspeed, tree, ignore=shutil.ignore_patterns(".git", "__pycache__"), symlinks=True)
         trees[variant] = tree
-    fixed = subprocess.run([sys.executable, "-m", "allocaudit.auditor", "fix", "--no-cache", "deepspeed/moe"],
+    fixed = subprocess.run([sys.executable, "-m", "allocaudit.auditor", "fix", "--all-sizes", "--no-cache", "deepspeed/moe"],
                            cwd=trees["fix"], capture_output=True, text=True)
     report["fix"] = {"exit": fixed.returncode, "output": (fixed.stdout + fixed.stderr)[-6000:]}
     diff = subprocess.run(["diff", "-ru", str(args.deepspeed / "deepspeed" / "moe"), str(trees["fix"] / "deepspeed" / "moe")],

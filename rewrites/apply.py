@@ -13,13 +13,13 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Literal, Optional
+from typing import Callable, Iterable, Literal, Optional
 
 import libcst as cst
 
 from allocaudit.auditor.discovery import discover
 from allocaudit.auditor.engine import scan_files
-from allocaudit.auditor.findings import FileError
+from allocaudit.auditor.findings import FileError, ScanResult
 from allocaudit.auditor.progress import ProgressBar
 from allocaudit.auditor.project import Resolver
 from allocaudit.auditor.rules import FIXABLE_CODES
@@ -79,9 +79,11 @@ def run_fix(
     cache_dir: Optional[Path] = None,
     jobs: Optional[int] = None,
     show_progress: bool = False,
+    select: Optional[Callable[[ScanResult], ScanResult]] = None,
 ) -> RunResult:
     """Fix the files under ``paths``. A progress bar shows on stderr with ``show_progress``;
-    Ctrl-C stops between two files and returns what was done, marked ``interrupted``."""
+    Ctrl-C stops between two files and returns what was done, marked ``interrupted``.
+    ``select`` may take fixes away from the scan's findings first (`fix --profile`)."""
     found = discover(list(paths), settings)
     result = RunResult(errors=list(found.errors), files_seen=len(found.files), files_skipped=found.skipped)
     before = {path: _stamp(path) for path, _ in found.files}
@@ -90,6 +92,8 @@ def run_fix(
     bar = None
     try:
         scanned = scan_files(files, cache_dir=cache_dir, jobs=jobs, show_progress=show_progress)
+        if select is not None:
+            scanned = select(scanned)
         result.errors.extend(scanned.errors)
         by_path = defaultdict(list)
         for finding in scanned.findings:
@@ -139,7 +143,8 @@ def _fix_file(path: str, findings: list, settings: Settings, stamp, mode: Mode, 
 def _rewritten(rewrite: Rewrite) -> str:
     finding = rewrite.finding
     text = f"`{finding.api}` -> {rewrite.function}(cache_name={rewrite.cache_name!r})"
-    return text + (f" (unsafe fix: {finding.unsafe_reason})" if finding.unsafe_reason else "")
+    text += f" (unsafe fix: {finding.unsafe_reason})" if finding.unsafe_reason else ""
+    return text + (f" [{finding.fix_reason}]" if finding.fix_reason else "")
 
 
 def run_unfix(paths: Iterable[str], settings: "Settings | Resolver", mode: Mode = WRITE) -> RunResult:

@@ -3,6 +3,11 @@
 The scan decides here, on ``ast``, and the codemod trusts the decision; it checks the
 argument forms again on libcst only to keep every byte it does not rewrite, and where it
 refuses a form for the same cause it gives the same reason (the constants below).
+
+Two kinds of reason: the rewrite would not keep the call's meaning exactly (every reason
+but the last), or it would not pay: the allocation's size does not grow with the batch
+(`allocaudit.auditor.analysis.sizes`), which `all-sizes` lets through. A site that is both
+gets the first kind, which `--all-sizes` cannot change.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from allocaudit.auditor.analysis.devices import Device
 from allocaudit.auditor.analysis.escapes import FlowResult
 from allocaudit.auditor.analysis.factories import FILL, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, BoundArgs
 from allocaudit.auditor.analysis.functions import FunctionInfo
+from allocaudit.auditor.analysis.sizes import FIXED, FIXED_SIZE, SizeEstimate
 from allocaudit.auditor.analysis.syntax import argument, is_literal, may_have_effects
 
 if TYPE_CHECKING:  # sites.py judges its sites with this module
@@ -60,9 +66,13 @@ def not_fixable_reason(
     flow: FlowResult,
     notes: list[str],
     resolve: Callable[[ast.AST], frozenset[str]],
+    size: Optional[SizeEstimate] = None,
+    all_sizes: bool = False,
 ) -> Optional[str]:
-    """Why the site cannot be rewritten exactly, or None when it can. ``resolve`` gives the
-    torch names an expression at the call may denote."""
+    """Why the site cannot be rewritten exactly, or is not worth rewriting, or None when
+    `fix` rewrites it. ``resolve`` gives the torch names an expression at the call may
+    denote; ``size`` is the site's size estimate, which keeps out fixed sizes unless
+    ``all_sizes``."""
     if site_class != "workspace":
         return f"{site_class} site: only per-call workspaces are rewritten"
     if not device.on_cuda:
@@ -115,7 +125,21 @@ def not_fixable_reason(
             return FILL_ORDER
     if bound.size_keyword is None and not bound.size and kind not in ("like", "full_like"):
         return NO_SIZE
+    if size is not None and size.kind == FIXED and not all_sizes:
+        return size.describe()
     return None
+
+
+def chosen_because(size: SizeEstimate) -> str:
+    """Why `fix` rewrites a site that the analysis marks fixable, for `--show-fixes`."""
+    if size.kind == FIXED:
+        return f"--all-sizes: {size.describe()}"
+    return f"static: {size.describe()}"
+
+
+def left_out_by_size(reason: Optional[str]) -> bool:
+    """Whether a site's not-fixable reason is its fixed size only: `--all-sizes` fixes it."""
+    return reason is not None and reason.startswith(FIXED_SIZE + ":")
 
 
 def inferred_fill_dtype(value: ast.expr) -> Optional[Literal["bool", "int64", "default"]]:

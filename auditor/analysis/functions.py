@@ -49,11 +49,13 @@ META_DISPATCH_KEYS = frozenset({"Meta", "meta", "Fake", "CompositeImplicitAutogr
 @dataclass(frozen=True)
 class AnalysisOptions:
     """Function-name globs from the settings: what runs once, what always runs per call,
-    and what builds scratch buffers for its caller."""
+    and what builds scratch buffers for its caller; and whether `fix` rewrites allocations of
+    every size (`all-sizes`) or only those whose size may grow with the batch."""
 
     not_per_call: tuple[str, ...]
     per_call: tuple[str, ...]
     workspace_helpers: tuple[str, ...]
+    all_sizes: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from allocaudit.auditor.analysis.functions import AnalysisOptions, FunctionInfo
 from allocaudit.auditor.analysis.index import ModuleIndex
 from allocaudit.auditor.analysis.modules import OtherModules
 from allocaudit.auditor.analysis.names import NameResolver
+from allocaudit.auditor.analysis.sizes import SizeEstimate, estimate
 from allocaudit.auditor.analysis.syntax import FunctionNode, arg_specs, argument, is_literal, unparse
 
 SiteClass = Literal["workspace", "escapes", "init", "dead"]
@@ -65,6 +66,8 @@ class AllocationSite:
     stored_into: tuple[ast.AST, ...] = ()
     # Why the rewrite is an unsafe fix (`fix --unsafe-fixes` only); None for a safe one.
     unsafe_reason: Optional[str] = None
+    # Whether its size grows with the batch (`allocaudit.auditor.analysis.sizes`).
+    size: Optional[SizeEstimate] = None
 
     @property
     def qualname(self) -> str:
@@ -177,8 +180,10 @@ class SiteFinder:
             flow_result = flow.escape_of(self._outermost_move(call))
             site_class, evidence = self._classify(call, info, flow, flow_result)
 
+        size = estimate(call, self._binding_factory(api), lambda n: self._size_binding(n, function))
         reason = not_fixable_reason(
-            call, site_class, factory, bound, device, moved, info, flow_result, notes, lambda e: self.index.resolve(e, call)
+            call, site_class, factory, bound, device, moved, info, flow_result, notes, lambda e: self.index.resolve(e, call),
+            size, self.index.options.all_sizes,
         )
         unsafe = unsafe_reason(call, function, info.workspace_helper, self.index) if reason is None else None
         return AllocationSite(
@@ -195,6 +200,7 @@ class SiteFinder:
             not_fixable_reason=reason,
             stored_into=tuple(e.target for e in flow_result.stores if e.target is not None),
             unsafe_reason=unsafe,
+            size=size,
         )
 
     @staticmethod
@@ -241,6 +247,39 @@ class SiteFinder:
         if sources and len(sources) == 1 and isinstance(sources[0], ast.expr):
             return sources[0]
         return None
+
+    def _size_binding(self, name: str, function: Optional[FunctionNode]) -> Optional[ast.expr]:
+        """What the size estimate reads for a name: the one value the function (else the
+        module) assigns it, or `x.shape[i]` for a name of `a, b = x.shape`; None for a
+        parameter or a name bound several times, in a loop or by another unpacking."""
+        if function is not None:
+            flow = self.effects.flow(function)
+            if name in flow.params:
+                return None
+            binders = flow.binders.get(name, [])
+            if len(binders) > 1:
+                return None
+            if binders:
+                values = flow.stores.get(name, [])
+                return values[0] if len(values) == 1 else self._unpacked_dimension(binders[0])
+        sources = self.index.resolver.module_scope.bindings.get(name)
+        if sources and len(sources) == 1 and isinstance(sources[0], ast.expr):
+            return sources[0]
+        return None
+
+    def _unpacked_dimension(self, target: ast.AST) -> Optional[ast.expr]:
+        """`x.shape[i]` for the i-th name of `a, b = x.shape` (or `x.size()`), else None."""
+        tuple_node = self.parents.get(target)
+        assign = self.parents.get(tuple_node)
+        if not (isinstance(tuple_node, ast.Tuple) and isinstance(assign, ast.Assign) and tuple_node in assign.targets):
+            return None
+        value = assign.value
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr == "size" and not value.args:
+            value = ast.Attribute(value.func.value, "shape", ast.Load())
+        position = tuple_node.elts.index(target)
+        if not isinstance(value, ast.Attribute) or value.attr != "shape" or any(isinstance(e, ast.Starred) for e in tuple_node.elts[:position]):
+            return None
+        return ast.Subscript(value, ast.Constant(position), ast.Load())
 
     def _moved_to(self, call: ast.Call, classifier: DeviceClassifier) -> Optional[Device]:
         """`torch.empty(n).cuda()` / `.to("cuda")`: the device it is moved to, if CUDA."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 from allocaudit.auditor.analysis.fix_safety import UNSAFE
+from allocaudit.auditor.analysis.fixability import left_out_by_size
 from allocaudit.auditor.findings import ScanResult
 from allocaudit.auditor.formats.text import statistics_rows
 from allocaudit.auditor.version import VERSION
@@ -76,6 +77,18 @@ SCHEMA = _document(
                         "description": "for a fixable finding: `fix` applies a safe fix, an unsafe one only with --unsafe-fixes",
                     },
                     "unsafe_reason": {**_NULLABLE_STRING, "description": "why the fix is unsafe"},
+                    "size": {
+                        "enum": ["grows", "unknown", "large", "fixed", None],
+                        "description": (
+                            "the static size estimate of an allocation: grows with the batch, unknown (may grow), fixed but "
+                            "maybe large, or fixed (left out of `fix` unless --all-sizes)"
+                        ),
+                    },
+                    "size_evidence": {**_NULLABLE_STRING, "description": "the dimension that grows, or the shape as written"},
+                    "fix_reason": {
+                        **_NULLABLE_STRING,
+                        "description": "why `fix` rewrites a fixable finding: `static: ...` (its size) or `profile: ...` (what was measured)",
+                    },
                 },
             },
         },
@@ -102,6 +115,10 @@ SCHEMA = _document(
                 "findings": {"type": "integer"},
                 "fixable": {"type": "integer"},
                 "unsafe_fixable": {"type": "integer", "description": "fixable findings whose fix is unsafe"},
+                "left_out_by_size": {
+                    "type": "integer",
+                    "description": "findings `fix` leaves out because their size does not grow with the batch (--all-sizes fixes them)",
+                },
                 "errors": {"type": "integer"},
                 "by_code": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "by_site_class": {"type": "object", "additionalProperties": {"type": "integer"}},
@@ -131,6 +148,7 @@ def to_document(result: ScanResult) -> dict:
             "findings": len(result.findings),
             "fixable": sum(f.fixable for f in result.findings),
             "unsafe_fixable": sum(f.fixable and f.fix_safety == UNSAFE for f in result.findings),
+            "left_out_by_size": sum(left_out_by_size(f.not_fixable_reason) for f in result.findings),
             "errors": len(result.errors),
             "by_code": by_code,
             "by_site_class": by_class,

@@ -52,7 +52,10 @@ def to_sarif(result: ScanResult) -> dict:
         properties = {
             key: value
             for key, value in f.to_dict().items()
-            if key in ("api", "device_form", "device", "site_class", "function", "confidence", "fixable", "not_fixable_reason", "notes", "fix_safety", "unsafe_reason")
+            if key in (
+                "api", "device_form", "device", "site_class", "function", "confidence", "fixable", "not_fixable_reason", "notes",
+                "fix_safety", "unsafe_reason", "size", "size_evidence", "fix_reason",
+            )
         }
         results.append(
             {

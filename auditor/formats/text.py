@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from allocaudit.auditor.analysis.fix_safety import UNSAFE
+from allocaudit.auditor.analysis.fixability import left_out_by_size
 from allocaudit.auditor.findings import Finding, ScanResult
 from allocaudit.auditor.plural import plural
 from allocaudit.auditor.rules import RULES_BY_CODE
@@ -32,13 +33,18 @@ def fix_mark(result: ScanResult, finding: Finding) -> str:
 
 
 def fixes_line(result: ScanResult) -> str:
-    """ruff's line about fixes: how many `fix` applies, how many `--unsafe-fixes` would add."""
+    """ruff's line about fixes: how many `fix` applies, how many `--unsafe-fixes` would add,
+    and how many sites it leaves out because their size does not grow with the batch."""
     applied = sum(result.fix_applies(f) for f in result.findings)
     hidden = sum(result.hidden_fix(f) for f in result.findings)
-    hint = f"{plural(hidden, 'hidden fix', 'hidden fixes')} can be enabled with the `--unsafe-fixes` option"
+    small = sum(left_out_by_size(f.not_fixable_reason) for f in result.findings)
+    hints = [f"{plural(hidden, 'hidden fix', 'hidden fixes')} can be enabled with the `--unsafe-fixes` option"] if hidden else []
+    if small:
+        hints.append(f"{plural(small, 'site')} of a size that does not grow with the batch left out: `--all-sizes` fixes them")
+    hint = f" ({'; '.join(hints)})" if hints else ""
     if applied:
-        return f"[*] {applied} fixable with `allocaudit fix`" + (f" ({hint})." if hidden else ".")
-    return f"No fixes available ({hint})." if hidden else ""
+        return f"[*] {applied} fixable with `allocaudit fix`{hint}."
+    return f"No fixes available{hint}." if hints else ""
 
 
 def summary(result: ScanResult) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import typer
 
@@ -127,7 +127,8 @@ def _draw_memory(profile, path: Path, sites: int) -> None:
     plot_memory(series, str(path))
 
 
-def _load(path: Path):
+def load_profile(path: Path):
+    """The profile at ``path``, or exit 2 with a line that names it and what is wrong."""
     from allocaudit.auditor.profiling.profile import ProfileError, load
 
     try:
@@ -153,7 +154,7 @@ def compare_command(
 
     if plot is not None:
         _check_plotting()
-    result = comparing.compare(_load(before), _load(after), str(before), str(after))
+    result = comparing.compare(load_profile(before), load_profile(after), str(before), str(after))
     if output_format is OutputFormat.markdown:
         sys.stdout.write(comparing.render_markdown(result, limit=top))
     else:
@@ -175,7 +176,7 @@ def plot_command(
 ) -> None:
     """Draw a profile's live memory over the run, stacked by site (needs matplotlib)."""
     _check_plotting()
-    profile = _load(profile_path)
+    profile = load_profile(profile_path)
     try:
         _draw_memory(profile, out, sites)
     except OSError as exc:
@@ -211,13 +212,21 @@ def stale_check_command(
     raise typer.Exit(1 if report.stale else 0)
 
 
-def render_join(result: ScanResult, profile_path: Path, output_format: str = "text", scanned: Sequence[str] = ()) -> str:
+def render_join(
+    result: ScanResult, profile_path: Path, output_format: str = "text", scanned: Sequence[str] = (),
+    min_bytes: Callable[[str], int] = lambda path: 0, fix_command: str = "",
+) -> str:
     """`scan --profile PROFILE`'s report: findings ranked by measured bytes, never-executed
-    findings, and run-time sites the scan missed. ``output_format`` is text or json; raises
-    typer.Exit(2) with a message for an unreadable profile or another format."""
+    findings, and run-time sites the scan missed; fixes marked as `fix --profile PROFILE`
+    applies them (sites that ran, with ``min_bytes(path)`` bytes per call or more).
+    ``fix_command`` is the command the closing line names. ``output_format`` is text or json;
+    raises typer.Exit(2) with a message for an unreadable profile or another format."""
     from allocaudit.auditor.profiling import join
+    from allocaudit.auditor.profiling.selection import describe, select
 
     if output_format not in ("text", "json"):
         fail(f"--profile works with --format text or json, not {output_format}")
-    profile = _load(profile_path)
-    return join.render(result, profile, str(profile_path), output_format, scanned)
+    profile = load_profile(profile_path)
+    selection = select(result, profile, str(profile_path), min_bytes)
+    rendered = join.render(selection.scan, profile, str(profile_path), output_format, scanned)
+    return rendered if output_format == "json" else rendered + describe(selection, fix_command or f"allocaudit fix --profile {profile_path}") + "\n"

@@ -54,7 +54,9 @@ class Invalid:
     """Code the rule must flag on exactly the lines that end with `# expect`. What else is
     given is checked on every finding: a part of its message, its site class, whether it
     is fixable and, if not, the reason (exactly), whether its fix is safe and, if not,
-    why (exactly); ``fix`` is the whole module after `allocaudit fix` (safe fixes only)."""
+    why (exactly); ``fix`` is the whole module after `allocaudit fix` (safe fixes only).
+    ``all_sizes`` scans it as `--all-sizes` does, for a case about how a fix is written
+    rather than which sizes it pays to fix."""
 
     code: str
     message: Optional[str] = None
@@ -64,6 +66,7 @@ class Invalid:
     fix_safety: Optional[FixSafety] = None
     unsafe_reason: Optional[str] = None
     fix: Optional[str] = None
+    all_sizes: bool = False
 
     def __post_init__(self) -> None:
         if self.reason is not None and self.fixable is not False:

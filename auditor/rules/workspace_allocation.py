@@ -21,7 +21,13 @@ class WorkspaceAllocation(Rule):
     buffer reaches what the runtime cannot see (`allocaudit.auditor.analysis.fix_safety`):
     `.record_stream()`, `.resize_()`/`.resize_as_()`, or its storage (`.untyped_storage()`,
     `.storage()`), in the function, in a function of the module it is passed to, or in a
-    caller of the helper. Those fixes are unsafe: only `fix --unsafe-fixes` applies them."""
+    caller of the helper. Those fixes are unsafe: only `fix --unsafe-fixes` applies them.
+
+    What pays is decided apart from safety: a site whose size does not grow with the batch
+    (`allocaudit.auditor.analysis.sizes`: expert counts, world sizes, 0-d and 1-element
+    tensors, small literal shapes) is not fixable unless `all-sizes` is set, as its rewrite,
+    safe as it would be, saves nothing; with a profile, `fix --profile` keeps only the sites
+    that ran (`allocaudit.auditor.profiling.selection`)."""
 
     CODE = "AA101"
     NAME = "per-call-cuda-workspace"
@@ -63,6 +69,16 @@ Fix safety: the fix is safe ([*]) unless the buffer reaches what the runtime can
 see: `.record_stream()`, `.resize_()`/`.resize_as_()` or its storage
 (`.untyped_storage()`, `.storage()`). Those fixes are unsafe ([!], `unsafe_reason` in
 the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
+
+What pays: a reuse cache saves the allocations whose size follows the tokens of a step,
+which every step and every captured CUDA graph pays again. An allocation whose size does
+not grow with the batch (an expert count, the world size, top-k, a 0-d or 1-element
+tensor, a small literal shape, `*_like` of a loss) is small and the same at every step:
+`fix` leaves it out, says why (`size does not grow with the batch: (num_experts,)`) and
+scan does not mark it [*]. `--all-sizes` (or `all-sizes = true`) rewrites those too.
+With a profile from `allocaudit profile`, `fix --profile PROFILE.json` rewrites only the
+sites that ran, largest first, and `--min-bytes 64KiB` only those that allocated at least
+that much per call; `--show-fixes` says for each site why it was chosen.
 """
     VALID = (
         # Not CUDA, or the default device.
@@ -290,7 +306,7 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
             """
             import torch
             def forward(x):
-                acc = torch.zeros(4, device='cuda')  # expect
+                acc = torch.zeros(x.shape[0], device='cuda')  # expect
                 acc.resize_(x.numel())
                 kernel(x, acc)
             """,
@@ -404,6 +420,7 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
                 kernel(a, b, c)
             """,
             fixable=True,
+            all_sizes=True,
             fix="""
             import torch
             from allocaudit.runtime import get_empty
@@ -503,6 +520,7 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
                 k(ws, ids, w, mask)
             """,
             fixable=True,
+            all_sizes=True,
             fix="""
             import torch
             from allocaudit.runtime import get_empty, get_empty_like
@@ -622,11 +640,11 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
             """
             import torch
             def helper(x):
-                ws = torch.empty(4, device='cuda')  # expect
+                ws = torch.empty(x.shape, device='cuda')  # expect
                 k(x, ws)
             def op_impl(x):
                 helper(x)
-                tmp = torch.zeros(8, device='cuda')  # expect
+                tmp = torch.zeros(x.shape, device='cuda')  # expect
                 k(x, tmp)
             direct_register_custom_op('op', op_impl)
             @torch.compile
@@ -714,6 +732,63 @@ the JSON output): only `allocaudit fix --unsafe-fixes` applies them.
                 return out
             """,
             site_class="workspace",
+            fixable=True,
+        ),
+        # Sizes that do not grow with the batch are small and the same at every step: a reuse
+        # cache saves nothing there. Left out, with the shape as written; `--all-sizes` fixes
+        # them too.
+        Invalid(
+            """
+            import torch
+            def route(topk_ids, num_experts):
+                counts = torch.zeros(num_experts, dtype=torch.int32, device='cuda')  # expect
+                k(topk_ids, counts)
+            """,
+            fixable=False,
+            reason="size does not grow with the batch: (num_experts,)",
+        ),
+        Invalid(
+            """
+            import torch
+            def combine(x, mask):
+                neg = torch.full((), float('-inf'), dtype=x.dtype, device=x.device)  # expect
+                return torch.where(mask, x, neg)
+            """,
+            fixable=False,
+            reason="size does not grow with the batch: ()",
+        ),
+        Invalid(
+            """
+            import torch
+            def backward_scale(aux_loss, scale):
+                grad = torch.ones_like(aux_loss)  # expect
+                return grad * scale
+            """,
+            fixable=False,
+            reason="size does not grow with the batch: the size of `aux_loss`",
+        ),
+        Invalid(
+            """
+            import torch
+            def route(topk_ids, num_experts):
+                counts = torch.zeros(num_experts, dtype=torch.int32, device='cuda')  # expect
+                k(topk_ids, counts)
+            """,
+            fixable=True,
+            all_sizes=True,
+        ),
+        # What grows with the tokens of a step is kept: a token count by its name or as the
+        # leading dimension of an activation, and a fixed shape as wide as the model.
+        Invalid(
+            """
+            import torch
+            def experts(hidden_states, topk_ids, num_experts, hidden_size):
+                M = hidden_states.shape[0]
+                a = torch.empty(M * topk_ids.shape[1], hidden_size, device='cuda')  # expect
+                b = torch.zeros(topk_ids.numel(), dtype=torch.int32, device='cuda')  # expect
+                c = torch.empty(num_experts, hidden_size, device='cuda')  # expect
+                k(hidden_states, a, b, c)
+            """,
             fixable=True,
         ),
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-WORKSPACE = "import torch\ndef forward(x):\n    ws = torch.empty(4, device='cuda')\n    kernel(x, ws)\n"
+WORKSPACE = "import torch\ndef forward(x, n):\n    ws = torch.empty(n, device='cuda')\n    kernel(x, ws)\n"
 CLEAN = "import torch\ndef forward(x):\n    return x + 1\n"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -175,7 +175,7 @@ def test_a_profile_with_added_fields_is_still_version_1(tmp_path):
     out.write_text(json.dumps(data))
     jsonschema.validate(data, profiles.SCHEMA)
     joined = subprocess.run(
-        [sys.executable, "-m", "allocaudit.auditor", "scan", "--no-cache", "--profile", str(out), path],
+        [sys.executable, "-m", "allocaudit.auditor", "scan", "--no-cache", "--all-sizes", "--profile", str(out), path],
         capture_output=True, text=True,
     )
     assert joined.returncode == 1, joined.stdout + joined.stderr  # findings, read from the extended profile

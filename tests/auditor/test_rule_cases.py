@@ -17,8 +17,9 @@ def _cases(kind):
     ]
 
 
-def _findings(rule, path, code):
-    return [f for f in scan_source(str(path), code.encode(), Settings(select=(rule.CODE,))) if f.code == rule.CODE]
+def _findings(rule, path, code, all_sizes=False):
+    settings = Settings(select=(rule.CODE,), all_sizes=all_sizes)
+    return [f for f in scan_source(str(path), code.encode(), settings) if f.code == rule.CODE]
 
 
 def test_every_rule_has_cases_and_docs():
@@ -39,7 +40,7 @@ def test_invalid_case_flags_exactly_the_marked_lines_as_stated(rule, case, tmp_p
     path = tmp_path / "case.py"  # a folder without __init__.py: the fix's cache names start with "case."
     expected = [n for n, line in enumerate(case.code.splitlines(), 1) if line.rstrip().endswith("# expect")]
     assert expected, "an Invalid case must mark at least one line with `# expect`"
-    findings = _findings(rule, path, case.code)
+    findings = _findings(rule, path, case.code, case.all_sizes)
     assert [f.line for f in findings] == expected
     for f in findings:
         if case.message is not None:

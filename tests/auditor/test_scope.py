@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-WORKSPACE = "import torch\ndef forward(x):\n    ws = torch.empty(4, device='cuda')\n    kernel(x, ws)\n"
+WORKSPACE = "import torch\ndef forward(x, n):\n    ws = torch.empty(n, device='cuda')\n    kernel(x, ws)\n"
 
 
 def run(*args, cwd):

@@ -15,7 +15,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def fix_file(path: Path, mode: str = WRITE):
-    return run_fix([str(path)], Settings(), mode, cache_dir=None, jobs=1)
+    """`allocaudit fix --all-sizes` of one file: the fixtures show how each form is rewritten,
+    whatever its size (which sizes `fix` rewrites by default: tests/rewrites/test_selection.py)."""
+    return run_fix([str(path)], Settings(all_sizes=True), mode, cache_dir=None, jobs=1)
 
 
 def unfix_file(path: Path, mode: str = WRITE):

@@ -48,6 +48,7 @@ def forward(x, side):
     kernel(x, tmp)
 """
 UNSAFE_REASON = RECORD_STREAM.format(where="")
+CHOSEN = " [static: grows with the batch (dim `x.shape`)]"  # why `fix` chose the site (--show-fixes)
 
 
 @pytest.fixture
@@ -141,14 +142,14 @@ def test_fix_applies_safe_fixes_and_unsafe_ones_only_when_asked(layer):
     assert unsafe.returncode == 0, unsafe.stderr
     assert "tmp = get_empty(" in layer.read_text()
     assert unsafe.stdout.splitlines() == [
-        f"{layer}:8:11: fixed `torch.empty` -> get_empty(cache_name='layer.forward.tmp') (unsafe fix: {UNSAFE_REASON})",
+        f"{layer}:8:11: fixed `torch.empty` -> get_empty(cache_name='layer.forward.tmp') (unsafe fix: {UNSAFE_REASON}){CHOSEN}",
         "Fixed 1 site in 1 file (0 skipped).",
     ]
 
 
 def test_show_fixes_lists_each_site_rewritten(layer):
     result = cli("fix", "--no-cache", "--show-fixes", str(layer))
-    assert result.stdout.splitlines()[0] == f"{layer}:5:10: fixed `torch.zeros` -> get_empty(cache_name='layer.forward.ws')"
+    assert result.stdout.splitlines()[0] == f"{layer}:5:10: fixed `torch.zeros` -> get_empty(cache_name='layer.forward.ws'){CHOSEN}"
 
 
 def test_unsafe_fixes_from_the_config_and_the_flag_over_it(tmp_path, layer):
