@@ -1,7 +1,10 @@
 """Every rule's own Valid and Invalid cases, one test each (the rule module holds them)."""
 
+from pathlib import Path
+
 import pytest
 
+from allocaudit.auditor import rules
 from allocaudit.auditor.engine import scan_source
 from allocaudit.auditor.rules import ALL_RULES, FixAvailability
 from allocaudit.auditor.rules.base import Invalid, Valid
@@ -19,6 +22,12 @@ def _cases(kind):
 
 def _findings(rule, path, code):
     return [f for f in scan_source(str(path), code.encode(), Settings(select=(rule.CODE,))) if f.code == rule.CODE]
+
+
+def test_every_module_of_the_rules_package_is_a_rule_the_scan_runs():
+    folder = Path(rules.__file__).parent
+    modules = {p.stem for p in folder.glob("*.py")} - {"__init__", "base"}
+    assert {rule.__module__.rpartition(".")[2] for rule in ALL_RULES} == modules
 
 
 def test_every_rule_has_cases_and_docs():
