@@ -40,11 +40,11 @@ from allocaudit.auditor.source import SourceError, decode, parse, read_bytes
 from allocaudit.auditor.suppression import Directive, Suppressions
 
 CACHE_VERSION = "5"
-# A file that names no factory cannot hold an allocation site: skip it unparsed. One that
-# calls the runtime (`get_empty`, `get_empty_like`: what `fix` wrote) may request one name
-# twice (AA206). Plain substring tests run at memory speed; a regular expression over 75 MB
-# takes seconds.
-FACTORY_HINTS = (b".empty", b".zeros", b".ones", b".full", b".new_", b"from torch import", b"get_empty")
+# A file that holds none of the bytes a rule needs (`Rule.HINTS`: a factory's name for the
+# allocation sites, `get_empty` for AA206) cannot give an analysis finding: it is parsed, not
+# analysed. Plain substring tests run at memory speed; a regular expression over 75 MB takes
+# seconds.
+HINTS = tuple(dict.fromkeys(hint for rule in ALL_RULES for hint in rule.HINTS))
 # A factory named but not called (`alloc = torch.empty`, `from torch import zeros as z`):
 # the file may define an alias that other modules import. Both start with a literal,
 # which the regex engine scans for quickly.
@@ -57,8 +57,8 @@ Setup = Mapping[tuple[str, ...], Mapping[str, str]]  # module parts -> functions
 
 
 def may_allocate(data: bytes) -> bool:
-    """The text prefilter: False only for a file that cannot hold a factory call."""
-    return any(hint in data for hint in FACTORY_HINTS)
+    """The text prefilter: False for a file that holds no rule's hint (`HINTS`)."""
+    return any(hint in data for hint in HINTS)
 
 
 def may_export(data: bytes) -> bool:

@@ -7,6 +7,7 @@ from fnmatch import fnmatchcase
 from typing import Iterator, Optional
 
 from allocaudit.auditor.analysis.caches import hand_written_caches
+from allocaudit.auditor.analysis.factories import FACTORY_HINTS
 from allocaudit.auditor.analysis.sites import ModuleFacts
 from allocaudit.auditor.analysis.syntax import positional_parameters, root_name, unparse
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
@@ -53,6 +54,8 @@ def _may_return_a_view(facts: ModuleFacts, call: ast.Call) -> bool:
 class WorkspaceAliasing(Rule):
     CODE = "AA206"
     NAME = "workspace-aliasing"
+    # A hand-written cache allocates (a factory); the runtime's is called by name.
+    HINTS = (*FACTORY_HINTS, b"get_empty")
     SUMMARY = "a cached workspace is requested again while an earlier result of it is still in use"
     EXPLAIN = """\
 Why: a reuse cache hands out the same memory for the same name (or the same manager, or
