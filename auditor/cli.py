@@ -26,6 +26,7 @@ from allocaudit.auditor.profiling.commands import (
 )
 from allocaudit.auditor.project import Resolver, project_root, rooted
 from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE
+from allocaudit.auditor.selection import checked, enabled_codes
 from allocaudit.auditor.settings import KEYS as SETTINGS_KEYS
 from allocaudit.auditor.settings import ConfigError, Settings, check_module_name, load, split_codes
 from allocaudit.auditor.usage import fail
@@ -122,8 +123,8 @@ def _resolver(
         return replace(settings, **changes)
 
     try:
-        adjust(Settings()).enabled_codes()  # an unknown code on the command line fails here
-        return Resolver(fixed=load(config) if config is not None else None, adjust=adjust)
+        enabled_codes(adjust(Settings()))  # an unknown code on the command line fails here
+        return Resolver(fixed=checked(load(config)) if config is not None else None, adjust=adjust)
     except ConfigError as exc:
         fail(str(exc))
 
@@ -162,7 +163,7 @@ def _show_settings(paths: List[str], resolver: Resolver) -> None:
             value = list(value)
         typer.echo(f"{key} = {json.dumps(value)}")
     typer.echo(f"all = {json.dumps(settings.all_files)}")
-    typer.echo(f"enabled-codes = {json.dumps(sorted(settings.enabled_codes()))}")
+    typer.echo(f"enabled-codes = {json.dumps(sorted(enabled_codes(settings)))}")
 
 
 IncludeByContent = Annotated[

@@ -31,7 +31,8 @@ from allocaudit.auditor.rules.unparsable_file import UnparsableFile
 from allocaudit.auditor.rules.unused_suppression import UnusedSuppression
 from allocaudit.auditor.progress import ProgressBar
 from allocaudit.auditor.project import Resolver
-from allocaudit.auditor.settings import Settings, ignored_codes
+from allocaudit.auditor.selection import enabled_codes, ignored_codes
+from allocaudit.auditor.settings import Settings
 from allocaudit.auditor.analysis.index import ModuleIndex
 from allocaudit.auditor.analysis.modules import OtherModules
 from allocaudit.auditor.analysis.program import ModuleCalls, by_dotted_suffix, module_calls, setup_functions
@@ -184,7 +185,7 @@ def _scan_source(
     """scan_source, the other files the findings depend on (path -> content digest), and
     the module's summary for the tree's call graph (None when it does not parse).
     ``setup``: the functions of this module the tree reaches only from set-up code."""
-    codes = settings.enabled_codes()
+    codes = enabled_codes(settings)
     try:
         text = decode(data)
         tree = parse(text, path)
@@ -457,7 +458,7 @@ def scan_files(
     def cache_of(index: int) -> Optional[ResultCache]:
         if cache_dir is None:
             return None
-        fingerprint = by_index[index].fingerprint()
+        fingerprint = by_index[index].fingerprint(enabled_codes(by_index[index]))
         return caches.get(fingerprint) or caches.setdefault(fingerprint, ResultCache(cache_dir, fingerprint))
 
     # First pass: every file is parsed (a file that does not parse is an error row) and
