@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional
 
+import allocaudit.auditor
 from allocaudit.auditor.analysis.devices import CONFIDENCE_ORDER
 from allocaudit.auditor.analysis.fix_safety import SAFE, UNSAFE
 from allocaudit.auditor.discovery import GlobSet, discover
@@ -255,7 +256,7 @@ def _unused(path: str, directive: Directive, code: str, enabled: frozenset[str])
 def _analyzer_digest() -> str:
     """Digest of the auditor's own source, so a changed analysis never serves old results."""
     digest = hashlib.blake2b(digest_size=8)
-    for source in sorted(Path(__file__).parent.rglob("*.py")):
+    for source in sorted(Path(allocaudit.auditor.__file__).parent.rglob("*.py")):
         digest.update(source.read_bytes())
     return digest.hexdigest()
 
