@@ -13,8 +13,8 @@ from typing import Annotated, List, Optional
 import typer
 
 from allocaudit.auditor.discovery import discover
-from allocaudit.auditor.engine import UNPARSABLE
-from allocaudit.auditor.engine import scan as run_scan
+from allocaudit.auditor.app.engine import UNPARSABLE
+from allocaudit.auditor.app.engine import scan as run_scan
 from allocaudit.auditor.formats import RENDERERS
 from allocaudit.auditor.plural import plural
 from allocaudit.auditor.profiling.commands import (

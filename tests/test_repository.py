@@ -90,10 +90,10 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "profiling": (("allocaudit.auditor.profiling",), ("base", "formats", "runtime")),
     # the codemods of one module's source
     "rewrites": (("allocaudit.rewrites",), ("base", "analysis", "settings", "rules")),
-    "engine": (("allocaudit.auditor.engine",), ("base", "analysis", "settings", "rules", "scope")),
+    "engine": (("allocaudit.auditor.app.engine",), ("base", "analysis", "settings", "rules", "scope")),
     # the top: the command line, and the runs it makes over files
     "cli": (
-        ("allocaudit.auditor.cli", "allocaudit.rewrites.apply", "allocaudit.auditor.__main__"),
+        ("allocaudit.auditor.app", "allocaudit.auditor.cli", "allocaudit.rewrites.apply", "allocaudit.auditor.__main__"),
         ("base", "analysis", "settings", "rules", "scope", "formats", "profiling", "rewrites", "engine"),
     ),
 }

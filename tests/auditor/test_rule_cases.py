@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from allocaudit.auditor import rules
-from allocaudit.auditor.engine import scan_files
+from allocaudit.auditor.app.engine import scan_files
 from allocaudit.auditor.rules import ALL_RULES, FixAvailability
 from allocaudit.auditor.rules.base import Invalid, Valid
 from allocaudit.auditor.settings import Settings
