@@ -283,14 +283,14 @@ def explain(code: Optional[str] = typer.Argument(None, help="A rule code, e.g. A
 
 
 def _codemod_mode(diff: bool, check: bool) -> str:
-    from allocaudit.rewrites.apply import CHECK, DIFF, WRITE
+    from allocaudit.auditor.app.apply import CHECK, DIFF, WRITE
 
     return DIFF if diff else CHECK if check else WRITE
 
 
 def _report(result, mode: str, verbs: tuple[str, str], show_fixes: bool = False) -> None:
     """Rows like ruff's: `path:line:col: ...`; with --diff the diff alone goes to stdout."""
-    from allocaudit.rewrites.apply import CHECK, DIFF, WRITE
+    from allocaudit.auditor.app.apply import CHECK, DIFF, WRITE
 
     for diff in result.diffs:
         sys.stdout.write(diff)
@@ -365,7 +365,7 @@ def fix(
     runtime_module: CodemodRuntimeModule = None,
 ) -> None:
     """Rewrite per-call CUDA workspaces (AA101 sites the scan marks [*]) into get_empty calls."""
-    from allocaudit.rewrites.apply import run_fix
+    from allocaudit.auditor.app.apply import run_fix
 
     paths = paths or ["."]
     resolver = _resolver(
@@ -394,7 +394,7 @@ def unfix(
     runtime_module: CodemodRuntimeModule = None,
 ) -> None:
     """Turn get_empty calls back into the torch.zeros/torch.empty calls they stand for."""
-    from allocaudit.rewrites.apply import run_unfix
+    from allocaudit.auditor.app.apply import run_unfix
 
     paths = paths or ["."]
     resolver = _resolver(

@@ -93,7 +93,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "engine": (("allocaudit.auditor.app.engine",), ("base", "analysis", "settings", "rules", "scope")),
     # the top: the command line, and the runs it makes over files
     "cli": (
-        ("allocaudit.auditor.app", "allocaudit.auditor.cli", "allocaudit.rewrites.apply", "allocaudit.auditor.__main__"),
+        ("allocaudit.auditor.app", "allocaudit.auditor.cli", "allocaudit.auditor.__main__"),
         ("base", "analysis", "settings", "rules", "scope", "formats", "profiling", "rewrites", "engine"),
     ),
 }
