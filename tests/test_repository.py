@@ -46,7 +46,7 @@ def test_auditor_and_rewrites_do_not_import_torch_or_matplotlib():
         for source in (ROOT / part).rglob("*.py")
         if "profiling" not in source.parts and source.name != "__main__.py"
     )
-    assert "allocaudit.rewrites.fix" in modules and "allocaudit.auditor.cli" in modules
+    assert "allocaudit.rewrites.fix" in modules and "allocaudit.auditor.app.cli" in modules
     code = (
         f"import sys\nfor name in {modules!r}:\n    __import__(name)\nassert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'"  # the plot extra: only when drawing
@@ -93,7 +93,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "engine": (("allocaudit.auditor.app.engine",), ("base", "analysis", "settings", "rules", "scope")),
     # the top: the command line, and the runs it makes over files
     "cli": (
-        ("allocaudit.auditor.app", "allocaudit.auditor.cli", "allocaudit.auditor.__main__"),
+        ("allocaudit.auditor.app", "allocaudit.auditor.__main__"),
         ("base", "analysis", "settings", "rules", "scope", "formats", "profiling", "rewrites", "engine"),
     ),
 }

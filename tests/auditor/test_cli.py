@@ -173,7 +173,7 @@ def test_scan_does_not_import_torch(tree):
     code = textwrap.dedent(
         f"""
         import sys
-        from allocaudit.auditor.cli import app
+        from allocaudit.auditor.app.cli import app
         try:
             app(["scan", "--no-cache", {str(tree)!r}])
         except SystemExit:

@@ -152,7 +152,7 @@ def test_ctrl_c_during_fix_lists_the_files_written_and_exits_130(tmp_path):
     code = (
         "import sys\n"
         "import allocaudit.auditor.app.apply as apply\n"
-        "from allocaudit.auditor.cli import main\n"
+        "from allocaudit.auditor.app.cli import main\n"
         "real, calls = apply.write_atomic, []\n"
         "def write(source, data):\n"
         "    calls.append(source.path)\n"
