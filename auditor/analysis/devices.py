@@ -12,7 +12,6 @@ from allocaudit.auditor.analysis.factories import TENSOR_METHOD_FACTORIES, Bound
 from allocaudit.auditor.analysis.syntax import FunctionNode, argument, unparse
 
 if TYPE_CHECKING:  # passed in by sites.py, which finds the allocation sites
-    from allocaudit.auditor.analysis.effects import CallEffects
     from allocaudit.auditor.analysis.index import ModuleIndex
 
 # Device forms, as reported in findings (and in the JSON schema).
@@ -147,11 +146,12 @@ class SiteDevices:
     on the default device and then moved: its `device=` argument, the tensor a `*_like` or
     `new_*` call inherits from, a `.cuda()`/`.to(...)` on the result, an enclosing
     `with torch.device(...):`. An inherited or unresolved device in a CPU-only branch is
-    not CUDA."""
+    not CUDA. ``value_of(name, function)`` gives the one value a plain name is assigned in
+    ``function`` or else at module level, or None (sites.py's, which other facts read too)."""
 
-    def __init__(self, index: "ModuleIndex", effects: "CallEffects") -> None:
+    def __init__(self, index: "ModuleIndex", value_of: Callable[[str, Optional[FunctionNode]], Optional[ast.expr]]) -> None:
         self.index = index
-        self.effects = effects
+        self.value_of = value_of
         self.parents = index.parents
 
     def of(self, call: ast.Call, factory: Optional[str], bound: BoundArgs, function: Optional[FunctionNode]) -> tuple[Device, bool]:
@@ -163,7 +163,7 @@ class SiteDevices:
     def _device(self, call: ast.Call, factory: Optional[str], bound: BoundArgs, function) -> tuple[Device, bool]:
         classifier = DeviceClassifier(
             resolve=lambda e: self.index.resolve(e, call),
-            lookup=lambda name: self._value_of(name, function),
+            lookup=lambda name: self.value_of(name, function),
             text=unparse,
         )
         moved = self._moved_to(call, classifier)
@@ -180,20 +180,6 @@ class SiteDevices:
         if context is not None:
             return classifier.classify(context), False
         return Device(DEFAULT), False
-
-    def _value_of(self, name: str, function: Optional[FunctionNode]) -> Optional[ast.expr]:
-        """The one value a plain name is assigned, in the function or else at module level."""
-        if function is not None:
-            flow = self.effects.flow(function)
-            if name in flow.params:
-                return None
-            values = flow.stores.get(name)
-            if values:
-                return values[0] if len(values) == 1 else None
-        sources = self.index.resolver.module_scope.bindings.get(name)
-        if sources and len(sources) == 1 and isinstance(sources[0], ast.expr):
-            return sources[0]
-        return None
 
     def _moved_to(self, call: ast.Call, classifier: DeviceClassifier) -> Optional[Device]:
         """`torch.empty(n).cuda()` / `.to("cuda")`: the device it is moved to, if CUDA."""

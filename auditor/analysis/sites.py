@@ -123,7 +123,7 @@ class SiteFinder:
         self.index = index
         self.effects = effects
         self.parents = index.parents
-        self.devices = SiteDevices(index, effects)
+        self.devices = SiteDevices(index, self._value_of)
 
     def sites(self) -> list[AllocationSite]:
         found = []
@@ -192,6 +192,20 @@ class SiteFinder:
         names = [a.rpartition(".")[2] for a in api.split("|")]
         kinds = {TORCH_FACTORIES.get(n) or TENSOR_METHOD_FACTORIES.get(n) for n in names}
         return names[0] if len(kinds) == 1 else "empty_like"
+
+    def _value_of(self, name: str, function: Optional[FunctionNode]) -> Optional[ast.expr]:
+        """The one value a plain name is assigned, in the function or else at module level."""
+        if function is not None:
+            flow = self.effects.flow(function)
+            if name in flow.params:
+                return None
+            values = flow.stores.get(name)
+            if values:
+                return values[0] if len(values) == 1 else None
+        sources = self.index.resolver.module_scope.bindings.get(name)
+        if sources and len(sources) == 1 and isinstance(sources[0], ast.expr):
+            return sources[0]
+        return None
 
     # -- the class ----------------------------------------------------------------------------
 
