@@ -1,5 +1,5 @@
 """`python -m allocaudit.auditor` is the `allocaudit` command."""
 
-from allocaudit.auditor.cli import main
+from allocaudit.auditor.app.cli import main
 
 main()

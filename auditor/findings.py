@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from allocaudit.auditor.analysis.fix_safety import SAFE
+# A fixable finding's `fix_safety`, as the JSON report writes it (the analysis decides which:
+# auditor/analysis/fix_safety.py).
+SAFE = "safe"
+UNSAFE = "unsafe"
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class Finding:
     fixable: bool = False
     not_fixable_reason: Optional[str] = None
     notes: tuple[str, ...] = ()
-    fix_safety: Optional[str] = None  # "safe" or "unsafe" for a fixable finding
+    fix_safety: Optional[str] = None  # SAFE or UNSAFE for a fixable finding
     unsafe_reason: Optional[str] = None
     # The static size estimate of an allocation site: "grows", "unknown" (may grow),
     # "model-sized" (fixed but maybe large) or "fixed"; and the dimension or shape behind it.

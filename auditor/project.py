@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
 
+from allocaudit.auditor.selection import checked
 from allocaudit.auditor.settings import Settings, config_in, load
 
 # What marks the top of a project when no config says where it is.
@@ -79,7 +80,7 @@ class Resolver:
 
     def _settings(self, config: Optional[Path]) -> Settings:
         if config not in self._configs:
-            self._configs[config] = self.adjust(load(config))
+            self._configs[config] = self.adjust(checked(load(config)))
         return self._configs[config]
 
 

@@ -18,7 +18,6 @@ else:  # pragma: no cover - exercised on older Pythons only
     import tomli as tomllib
 
 from allocaudit.auditor.analysis.devices import CONFIDENCE_ORDER
-from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE
 from allocaudit.auditor.analysis.functions import AnalysisOptions
 
 # Mixture-of-Experts code lives in paths like these in every engine we know; include globs
@@ -95,36 +94,17 @@ class Settings:
         "unsafe_fixes", "runtime_module", "min_bytes",
     )
 
-    def enabled_codes(self) -> frozenset[str]:
-        codes = {r.CODE for r in ALL_RULES if r.DEFAULT} if not self.select else set()
-        for pattern in self.select:
-            codes |= _expand(pattern, "select")
-        for pattern in self.ignore:
-            codes -= _expand(pattern, "ignore")
-        return frozenset(codes)
-
     def analysis_options(self) -> AnalysisOptions:
         return AnalysisOptions(self.not_per_call, self.per_call, self.workspace_helpers, self.all_sizes)
 
-    def fingerprint(self) -> str:
-        """Digest of everything that changes what a file's scan reports."""
+    def fingerprint(self, codes: Iterable[str]) -> str:
+        """Digest of everything that changes what a file's scan reports; ``codes``: the
+        rules that run (`selection.enabled_codes`)."""
         relevant = asdict(self)
         for key in self.SCOPE_FIELDS:
             relevant.pop(key)
-        relevant["codes"] = sorted(self.enabled_codes())
+        relevant["codes"] = sorted(codes)
         return hashlib.blake2b(json.dumps(relevant, sort_keys=True).encode(), digest_size=12).hexdigest()
-
-
-def _expand(pattern: str, option: str) -> set[str]:
-    """`ALL`, a code (`AA101`) or a code prefix (`AA1`) -> the codes it names."""
-    pattern = pattern.strip().upper()
-    if pattern == "ALL":
-        return set(RULES_BY_CODE)
-    codes = {code for code in RULES_BY_CODE if code.startswith(pattern)}
-    if not codes:
-        known = ", ".join(sorted(RULES_BY_CODE))
-        raise ConfigError(f"unknown rule code `{pattern}` in {option} (known: {known})")
-    return codes
 
 
 # pyproject key -> (Settings field, whether it extends the default instead of replacing it)
@@ -176,7 +156,8 @@ def config_in(folder: Path) -> Optional[Path]:
 
 
 def load(config: Optional[Path], base: Settings = Settings()) -> Settings:
-    """Settings from ``config`` (a pyproject.toml) over ``base``."""
+    """Settings from ``config`` (a pyproject.toml) over ``base``. Rule codes are taken as
+    written: `selection.checked` says whether each names a rule."""
     if config is None:
         return base
     try:
@@ -197,12 +178,7 @@ def load(config: Optional[Path], base: Settings = Settings()) -> Settings:
     # says `include-by-content = true`. `extend-include` adds globs and keeps the content scope.
     if "include" in table and "include-by-content" not in table:
         values["include_by_content"] = False
-    settings = replace(base, **values)
-    try:
-        settings.enabled_codes()  # unknown codes fail here, naming the option
-    except ConfigError as exc:
-        raise ConfigError(f"{config}: {exc}") from None
-    return settings
+    return replace(base, **values)
 
 
 def _check(config: Path, key: str, field_name: str, value: Any, extend: bool, current: Any) -> Any:
@@ -238,15 +214,13 @@ def _check(config: Path, key: str, field_name: str, value: Any, extend: bool, cu
 
 
 def _per_file_ignores(where: str, value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """`{"tests/*" = ["AA101"], ...}` -> (("tests/*", ("AA101",)), ...), every code checked."""
+    """`{"tests/*" = ["AA101"], ...}` -> (("tests/*", ("AA101",)), ...)."""
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a table of glob = [codes], not {value!r}")
     pairs = []
     for glob, codes in value.items():
         if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
             raise ConfigError(f"{where} `{glob}` must be a list of rule codes, not {codes!r}")
-        for code in codes:
-            _expand(code, f"{where} `{glob}`")
         pairs.append((glob, tuple(codes)))
     return tuple(pairs)
 
@@ -273,14 +247,6 @@ def check_module_name(value: Any) -> str:
     if not parts or not all(part.isidentifier() and not keyword.iskeyword(part) for part in parts):
         raise ValueError(f"runtime module must be an absolute dotted module name such as myengine._allocaudit_runtime, not {value!r}")
     return value
-
-
-def ignored_codes(patterns: Iterable[str]) -> frozenset[str]:
-    """The codes that a list of codes and prefixes (`AA1`, `ALL`) names."""
-    codes: set[str] = set()
-    for pattern in patterns:
-        codes |= _expand(pattern, "per-file-ignores")
-    return frozenset(codes)
 
 
 def split_codes(values: Iterable[str]) -> tuple[str, ...]:

@@ -35,6 +35,10 @@ TENSOR_METHOD_FACTORIES: dict[str, FactoryKind] = {
     "new_full": "full",
 }
 ALL_FACTORY_NAMES = frozenset(TORCH_FACTORIES) | frozenset(TENSOR_METHOD_FACTORIES)
+# A file that calls a factory holds one of these bytes (`torch.empty(`, `x.new_zeros(`, a name
+# taken with `from torch import empty`): the prefilter hints of the rules that read allocation
+# sites. Aliases that another module of the tree defines are the scan's own concern.
+FACTORY_HINTS = (b".empty", b".zeros", b".ones", b".full", b".new_", b"from torch import")
 
 # What a factory fills its result with: None = uninitialised, "0", "1", "fill" = a value argument.
 FILL: dict[str, Optional[Literal["0", "1", "fill"]]] = {

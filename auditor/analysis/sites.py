@@ -14,12 +14,10 @@ The facts here are what the rules report on. A site is
 from __future__ import annotations
 
 import ast
-import re
 from dataclasses import dataclass
 from typing import Literal, Mapping, Optional, Sequence
 
-from allocaudit.auditor.analysis import devices
-from allocaudit.auditor.analysis.devices import Device, DeviceClassifier
+from allocaudit.auditor.analysis.devices import Device, SiteDevices
 from allocaudit.auditor.analysis.effects import CallEffects
 from allocaudit.auditor.analysis.escapes import Escape, FlowResult, FunctionFlow
 from allocaudit.auditor.analysis.factories import ALL_FACTORY_NAMES, TENSOR_METHOD_FACTORIES, TORCH_FACTORIES, BoundArgs, bind
@@ -38,15 +36,6 @@ ESCAPES: SiteClass = "escapes"
 INIT: SiteClass = "init"
 DEAD: SiteClass = "dead"
 
-DTYPE_NAMES = frozenset(
-    f"torch.{n}"
-    for n in (
-        "float", "float32", "float64", "double", "float16", "half", "bfloat16", "int", "int8",
-        "int16", "int32", "int64", "long", "uint8", "bool", "float8_e4m3fn", "float8_e5m2",
-        "float8_e4m3fnuz", "float8_e5m2fnuz", "complex64", "complex128", "uint16", "uint32", "uint64",
-    )
-)
-CPU_TEST = re.compile(r"^(?!not\b).*(?:\bis_cpu\w*\(\)|\btype\s*==\s*['\"]cpu['\"]|==\s*['\"]cpu['\"])")
 
 
 @dataclass(frozen=True)
@@ -137,6 +126,7 @@ class SiteFinder:
         self.index = index
         self.effects = effects
         self.parents = index.parents
+        self.devices = SiteDevices(index, self._value_of)
 
     def sites(self) -> list[AllocationSite]:
         found = []
@@ -154,9 +144,7 @@ class SiteFinder:
         function = self.index.owner(call)
         info = self.index.functions.info.get(function) if function is not None else None
         bound = bind(self._binding_factory(api), arg_specs(call))
-        device, moved = self._device(call, factory, bound, function)
-        if device.form in (devices.INHERITED, devices.VARIABLE) and self._in_cpu_branch(call):
-            device = Device(devices.NOT_CUDA, f"{device.text} (in a CPU-only branch)")
+        device, moved = self.devices.of(call, factory, bound, function)
 
         notes: list[str] = []
         flow_result = FlowResult()
@@ -211,29 +199,6 @@ class SiteFinder:
         kinds = {TORCH_FACTORIES.get(n) or TENSOR_METHOD_FACTORIES.get(n) for n in names}
         return names[0] if len(kinds) == 1 else "empty_like"
 
-    # -- the device -------------------------------------------------------------------------
-
-    def _device(self, call: ast.Call, factory: Optional[str], bound: BoundArgs, function) -> tuple[Device, bool]:
-        classifier = DeviceClassifier(
-            resolve=lambda e: self.index.resolve(e, call),
-            lookup=lambda name: self._value_of(name, function),
-            text=unparse,
-        )
-        moved = self._moved_to(call, classifier)
-        if moved is not None:
-            return moved, True
-        device_expr = argument(call, bound.keyword("device"))
-        if device_expr is not None:
-            return classifier.classify(device_expr), False
-        if bound.like is not None:
-            return Device(devices.INHERITED, f"{unparse(argument(call, bound.like))}.device"), False
-        if factory in TENSOR_METHOD_FACTORIES and isinstance(call.func, ast.Attribute):
-            return Device(devices.INHERITED, f"{unparse(call.func.value)}.device"), False
-        context = self._default_device_context(call)
-        if context is not None:
-            return classifier.classify(context), False
-        return Device(devices.DEFAULT), False
-
     def _value_of(self, name: str, function: Optional[FunctionNode]) -> Optional[ast.expr]:
         """The one value a plain name is assigned, in the function or else at module level."""
         if function is not None:
@@ -280,48 +245,6 @@ class SiteFinder:
         if not isinstance(value, ast.Attribute) or value.attr != "shape" or any(isinstance(e, ast.Starred) for e in tuple_node.elts[:position]):
             return None
         return ast.Subscript(value, ast.Constant(position), ast.Load())
-
-    def _moved_to(self, call: ast.Call, classifier: DeviceClassifier) -> Optional[Device]:
-        """`torch.empty(n).cuda()` / `.to("cuda")`: the device it is moved to, if CUDA."""
-        attr = self.parents.get(call)
-        method = self.parents.get(attr)
-        if not (isinstance(attr, ast.Attribute) and isinstance(method, ast.Call) and method.func is attr):
-            return None
-        if attr.attr == "cuda":
-            return Device(devices.CUDA, ".cuda()")
-        if attr.attr != "to":
-            return None
-        target = next((k.value for k in method.keywords if k.arg == "device"), None)
-        if target is None and method.args:
-            first = method.args[0]
-            if self.index.resolve(first, call) & DTYPE_NAMES or (isinstance(first, ast.Name) and "dtype" in first.id):
-                return None
-            target = first
-        if target is None:
-            return None
-        device = classifier.classify(target)
-        return device if device.on_cuda else None
-
-    def _default_device_context(self, call: ast.Call) -> Optional[ast.expr]:
-        """The device of an enclosing `with torch.device(...):` block."""
-        parent = self.parents.get(call)
-        while parent is not None:
-            if isinstance(parent, (ast.With, ast.AsyncWith)):
-                for item in parent.items:
-                    ctx = item.context_expr
-                    if isinstance(ctx, ast.Call) and self.index.resolve(ctx.func, call) & {"torch.device"} and ctx.args:
-                        return ctx.args[0]
-            parent = self.parents.get(parent)
-        return None
-
-    def _in_cpu_branch(self, node: ast.AST) -> bool:
-        """Inside the body of `if current_platform.is_cpu():` or `if x.device.type == "cpu":`."""
-        child, parent = node, self.parents.get(node)
-        while parent is not None and not isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            if isinstance(parent, ast.If) and child in parent.body and CPU_TEST.search(ast.unparse(parent.test)):
-                return True
-            child, parent = parent, self.parents.get(parent)
-        return False
 
     # -- the class ----------------------------------------------------------------------------
 

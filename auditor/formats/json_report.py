@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 
-from allocaudit.auditor.analysis.fix_safety import UNSAFE
 from allocaudit.auditor.analysis.fixability import left_out_by_size
-from allocaudit.auditor.findings import ScanResult
+from allocaudit.auditor.findings import UNSAFE, ScanResult
 from allocaudit.auditor.formats.text import statistics_rows
 from allocaudit.auditor.version import VERSION
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from allocaudit.auditor.analysis.fix_safety import UNSAFE
 from allocaudit.auditor.analysis.fixability import left_out_by_size
-from allocaudit.auditor.findings import Finding, ScanResult
+from allocaudit.auditor.findings import UNSAFE, Finding, ScanResult
 from allocaudit.auditor.plural import plural
 from allocaudit.auditor.rules import RULES_BY_CODE
 

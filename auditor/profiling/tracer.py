@@ -21,12 +21,12 @@ in order, so nothing runs under the recorder's lock from a garbage collection. A
 runtime cache makes for its own buffers are not tracked so: those buffers serve every cache
 name, and the runtime reports the bytes it holds and hands out with each request (the cache
 band of the timeline). CUDA graph captures are seen by wrapping `torch.cuda.CUDAGraph`'s
-``capture_begin`` and ``capture_end`` for as long as a recorder is active.
+``capture_begin`` and ``capture_end`` for as long as a recorder is active. The recorder
+attributes; what is alive and when is `lifetimes.Lifetimes`' bookkeeping.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import runpy
@@ -35,25 +35,14 @@ import sys
 import sysconfig
 import threading
 import time
-import weakref
 from typing import Iterator, Optional
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import allocaudit.runtime as runtime
-from allocaudit.auditor.profiling.profile import (
-    ALLOC,
-    CACHE,
-    FREE,
-    MAX_EVENTS,
-    MAX_SHAPES,
-    CacheCounts,
-    Capture,
-    Profile,
-    Site,
-    Timeline,
-)
+from allocaudit.auditor.profiling.lifetimes import Lifetimes
+from allocaudit.auditor.profiling.profile import MAX_EVENTS, MAX_SHAPES, CacheCounts, Profile, Site
 from allocaudit.auditor.version import VERSION
 
 DEVICE_FILTERS = ("cuda", "cpu", "any")
@@ -136,7 +125,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 class Recorder:
-    """Accumulates allocations per user source site while a `profile_allocations` block runs."""
+    """Accumulates allocations per user source site while a `profile_allocations` block runs:
+    it attributes each to its site (calls, bytes, shapes, get_empty counts); what is alive
+    and when is `Lifetimes`' bookkeeping, by the site's index."""
 
     def __init__(self, device: str = "cuda", stack_depth: int = 8, max_events: int = MAX_EVENTS) -> None:
         if device not in DEVICE_FILTERS:
@@ -152,31 +143,9 @@ class Recorder:
         self._shape_keys: dict[tuple[str, int], set[str]] = {}
         self._devices_seen: set[str] = set()
         self._lock = threading.Lock()
-        self._started = time.perf_counter()
         self._stopped: Optional[float] = None
         self._cuda = torch.cuda.is_available()
-        # Lifetimes: what is alive, per site and in all, and the peaks.
-        # id(weak reference) -> (the reference, site index, bytes): the allocations that may be alive.
-        self._live: dict[int, tuple[weakref.ref, int, int]] = {}
-        self._site_live: list[int] = []
-        self._live_bytes = 0
-        self._held: dict[tuple[str, str], tuple[int, int]] = {}  # (cache, device) -> (held, busy)
-        self._held_bytes = self._busy_bytes = 0
-        self._peak = self._peak_held = 0
-        # A free is queued by the weak reference's callback, in whatever thread drops the last
-        # tensor, and taken in order at the next event: deque.append is atomic.
-        self._freed: collections.deque = collections.deque()
-        clock, freed = time.perf_counter, self._freed
-        self._on_free = lambda ref: freed.append((id(ref), clock()))
-        # An allocation made inside the runtime, per thread, until the request's event says
-        # whether it is a cache buffer (a miss or growth) or a plain hand-out (anything else).
-        self._pending: dict[int, tuple[Optional[weakref.ref], int, int, float]] = {}
-        # The timeline.
-        self.max_events = max_events
-        self._events: list[tuple] = []  # tuples of ints: the garbage collector soon stops tracking them
-        self._event_count = 0
-        self._captures: list[Capture] = []
-        self._open_captures: dict[int, tuple[int, float, str]] = {}  # id(graph) -> start
+        self.lifetimes = Lifetimes(max_events)
 
     # -- attribution ------------------------------------------------------------------------
 
@@ -209,7 +178,7 @@ class Recorder:
             self._shape_keys[key] = set()
             self._index[key] = len(self._ordered)
             self._ordered.append(found)
-            self._site_live.append(0)
+            self.lifetimes.new_site()
         return found, through_runtime
 
     def _keeps(self, device: torch.device) -> bool:
@@ -229,16 +198,17 @@ class Recorder:
         capturing = out.is_cuda and torch.cuda.is_current_stream_capturing()
         now = time.perf_counter()
         with self._lock:
-            self._catch_up()
+            lifetimes = self.lifetimes
+            lifetimes.catch_up()
             site_, through_runtime = self._site(frame)
             if site_ is None:
                 return
             index = self._index[site_.key]
-            ref = self._watch(storage) if nbytes else None
+            ref = lifetimes.watch(storage) if nbytes else None
             if through_runtime:
-                self._pending[threading.get_ident()] = (ref, index, nbytes, now)
+                lifetimes.pend(ref, index, nbytes, now)
             elif nbytes:
-                self._allocated(ref, index, nbytes, now)
+                lifetimes.allocated(ref, index, nbytes, now)
             name = "allocaudit.runtime" if through_runtime else op_name
             site_.calls += 1
             site_.bytes += nbytes
@@ -255,15 +225,10 @@ class Recorder:
             return
         now = time.perf_counter()
         with self._lock:
-            pending = self._pending.pop(threading.get_ident(), None)
-            # A miss or a growth allocated the cache's own buffer, which is the cache band's:
-            # its weak reference goes, unwatched. Any other request's allocation is a plain
-            # hand-out (a fallback), the site's like a torch.empty.
-            if pending is not None and event.kind not in ("miss", "growth") and pending[2]:
-                self._allocated(*pending)
-            self._drain_frees()
+            self.lifetimes.claim(event.kind)
             site_, _ = self._site(sys._getframe(1))
-            self._cache_state(event, None if site_ is None else self._index[site_.key], now)
+            index = None if site_ is None else self._index[site_.key]
+            self.lifetimes.cache_state(event.cache, str(event.device), event.held_bytes, event.busy_bytes, index, now)
             if site_ is None:
                 return
             counts = site_.cache
@@ -280,89 +245,18 @@ class Recorder:
                 site_.devices.append(device)
             self._devices_seen.add(device)
 
-    # -- lifetimes and the timeline (under the lock) --------------------------------------------
-
-    def _watch(self, storage) -> Optional[weakref.ref]:
-        try:
-            return weakref.ref(storage, self._on_free)
-        except TypeError:  # an object without weak references: never seen freed
-            return None
-
-    def _t_us(self, when: float) -> int:
-        return max(0, int((when - self._started) * 1e6))
-
-    # The next three run for every allocation and free: written flat, without helper calls.
-
-    def _allocated(self, ref: Optional[weakref.ref], index: int, nbytes: int, when: float) -> None:
-        if ref is not None:
-            self._live[id(ref)] = (ref, index, nbytes)  # the reference lives as long as its entry
-        live = self._site_live[index] = self._site_live[index] + nbytes
-        self._live_bytes += nbytes
-        site_ = self._ordered[index]
-        if live > site_.peak_live_bytes:
-            site_.peak_live_bytes = live
-        if self._live_bytes + self._held_bytes > self._peak:
-            self._peak = self._live_bytes + self._held_bytes
-        if self._event_count < self.max_events:
-            self._events.append((ALLOC, self._t_us(when), index, nbytes))
-        self._event_count += 1
-
-    def _drain_frees(self) -> None:
-        while self._freed:
-            key, when = self._freed.popleft()
-            live = self._live.pop(key, None)
-            if live is None:  # a cache buffer's, or one watched by an earlier recording
-                continue
-            _, index, nbytes = live
-            self._site_live[index] -= nbytes
-            self._live_bytes -= nbytes
-            if self._event_count < self.max_events:
-                self._events.append((FREE, self._t_us(when), index, nbytes))
-            self._event_count += 1
-
-    def _catch_up(self, all_threads: bool = False) -> None:
-        """Take the queued frees, and this thread's runtime allocation that no request claimed
-        (``ALLOCAUDIT_RUNTIME=off``, tracing, devices the cache does not serve: plain tensors)."""
-        if self._pending:
-            if all_threads:
-                pending = list(self._pending.values())
-                self._pending.clear()
-            else:
-                pending = [self._pending.pop(threading.get_ident(), None)]
-            for p in pending:
-                if p is not None and p[2]:
-                    self._allocated(*p)
-        # After the pending allocation: its free may be queued already.
-        if self._freed:
-            self._drain_frees()
-
-    def _cache_state(self, event: "runtime.CacheEvent", index: Optional[int], when: float) -> None:
-        key = (event.cache, str(event.device))
-        old_held, old_busy = self._held.get(key, (0, 0))
-        self._held[key] = (event.held_bytes, event.busy_bytes)
-        self._held_bytes += event.held_bytes - old_held
-        self._busy_bytes += event.busy_bytes - old_busy
-        self._peak_held = max(self._peak_held, self._held_bytes)
-        self._peak = max(self._peak, self._live_bytes + self._held_bytes)
-        if self._event_count < self.max_events:
-            self._events.append((CACHE, self._t_us(when), index, self._held_bytes, self._busy_bytes))
-        self._event_count += 1
-
     def capture_began(self, graph: object) -> None:
         device = f"cuda:{torch.cuda.current_device()}" if self._cuda else "cuda"
         now = time.perf_counter()
         with self._lock:
-            self._catch_up()
-            self._open_captures[id(graph)] = (self._event_count, now, device)
+            self.lifetimes.catch_up()
+            self.lifetimes.capture_began(graph, now, device)
 
     def capture_ended(self, graph: object) -> None:
         now = time.perf_counter()
         with self._lock:
-            self._catch_up()
-            started = self._open_captures.pop(id(graph), None)
-            if started is not None:
-                start, began, device = started
-                self._captures.append(Capture(start, self._event_count, self._t_us(began), self._t_us(now), device))
+            self.lifetimes.catch_up()
+            self.lifetimes.capture_ended(graph, now)
 
     def _note_shape(self, site_: Site, shape: tuple, dtype: torch.dtype, device: torch.device) -> None:
         key = f"{shape} {_dtype_name(dtype)}"
@@ -385,8 +279,7 @@ class Recorder:
         with self._lock:
             if self._stopped is None:
                 self._stopped = time.perf_counter()
-                self._catch_up(all_threads=True)
-                self._live.clear()  # the weak references go, and with them their callbacks
+                self.lifetimes.stop()
 
     def profile(
         self,
@@ -398,24 +291,21 @@ class Recorder:
     ) -> Profile:
         """What was recorded so far, as a `Profile` (a copy: recording may go on)."""
         with self._lock:
+            lifetimes = self.lifetimes
             if self._stopped is None:
-                self._catch_up(all_threads=True)
+                lifetimes.catch_up(all_threads=True)
             sites = [
-                Site(**{**s.to_dict(), "cache": CacheCounts(**vars(s.cache)) if s.cache else None})
-                for s in self._ordered
+                Site(**{
+                    **s.to_dict(),
+                    "peak_live_bytes": lifetimes.site_peak[i],
+                    "cache": CacheCounts(**vars(s.cache)) if s.cache else None,
+                })
+                for i, s in enumerate(self._ordered)
             ]
             devices = sorted(self._devices_seen)
             end = self._stopped if self._stopped is not None else time.perf_counter()
-            # A capture still open (the program stopped inside one) ends where the recording does.
-            open_captures = [
-                Capture(start, self._event_count, self._t_us(began), self._t_us(end), device)
-                for start, began, device in self._open_captures.values()
-            ]
-            timeline = Timeline(
-                events=list(self._events), total_events=self._event_count, max_events=self.max_events,
-                captures=sorted(self._captures + open_captures, key=lambda c: (c.start, c.t_start_us)),
-            )
-            peak, peak_held = self._peak, self._peak_held
+            timeline = lifetimes.timeline(end)
+            peak, peak_held = lifetimes.peak, lifetimes.peak_held
         notes = list(notes)
         if self.device == "cuda" and not self._cuda:
             notes.append("CUDA is not available here, so nothing was recorded with --device cuda; use --device cpu or any")
@@ -431,7 +321,7 @@ class Recorder:
             devices_seen=devices,
             exit_code=exit_code,
             exception=exception,
-            duration_s=end - self._started,
+            duration_s=end - lifetimes.started,
             sites=sites,
             memory_snapshot=memory_snapshot,
             notes=notes,

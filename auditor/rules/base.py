@@ -103,6 +103,10 @@ class Rule:
     DEFAULT: ClassVar[bool] = True
     FIX: ClassVar[FixAvailability] = FixAvailability.NONE
     FIX_KIND: ClassVar[FixKind] = FixKind.REUSE
+    # What the scan's text prefilter must let through: the rule can only report in a file that
+    # holds one of these bytes (`FACTORY_HINTS` for a rule about allocation sites). The other
+    # files are parsed but not analysed. Empty: the rule reads no analysis (comments, the parser).
+    HINTS: ClassVar[tuple[bytes, ...]] = ()
     VALID: ClassVar[tuple[Valid, ...]] = ()
     INVALID: ClassVar[tuple[Invalid, ...]] = ()
 

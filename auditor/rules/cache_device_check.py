@@ -6,6 +6,7 @@ from typing import Iterator
 
 from allocaudit.auditor.analysis import devices
 from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
+from allocaudit.auditor.analysis.factories import FACTORY_HINTS
 from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
@@ -13,6 +14,7 @@ from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 class CacheDeviceCheck(Rule):
     CODE = "AA202"
     NAME = "cache-reuse-without-device-check"
+    HINTS = FACTORY_HINTS
     SUMMARY = "hand-written cache reuses a buffer without checking its device"
     EXPLAIN = """\
 Why: a cache in a class attribute or a module global (shared by every object, whatever its

@@ -6,6 +6,7 @@ import re
 from typing import Iterator
 
 from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
+from allocaudit.auditor.analysis.factories import FACTORY_HINTS
 from allocaudit.auditor.analysis.sites import ModuleFacts
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
@@ -13,6 +14,7 @@ from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 class CacheDtypeCheck(Rule):
     CODE = "AA201"
     NAME = "cache-reuse-without-dtype-check"
+    HINTS = FACTORY_HINTS
     SUMMARY = "hand-written cache reuses a buffer without checking its dtype"
     EXPLAIN = """\
 Why: a function that keeps workspace buffers in long-lived state (a class attribute, a

@@ -6,6 +6,7 @@ import ast
 from typing import Iterator
 
 from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
+from allocaudit.auditor.analysis.factories import FACTORY_HINTS
 from allocaudit.auditor.analysis.sites import ModuleFacts
 from allocaudit.auditor.analysis.syntax import container_of
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
@@ -18,6 +19,7 @@ DESTRUCTIVE_METHODS = frozenset({"pop", "popitem", "clear", "remove", "discard"}
 class CacheGraphHazard(Rule):
     CODE = "AA205"
     NAME = "cache-drops-graph-captured-buffer"
+    HINTS = FACTORY_HINTS
     SUMMARY = "hand-written cache drops or replaces a buffer with no check of CUDA graph capture"
     EXPLAIN = """\
 Why: when a cache grows it replaces the buffer it held (`cache[key] = bigger`), deletes

@@ -6,6 +6,7 @@ import ast
 from typing import Iterator
 
 from allocaudit.auditor.analysis.caches import hand_written_caches
+from allocaudit.auditor.analysis.factories import FACTORY_HINTS
 from allocaudit.auditor.analysis.sites import ModuleFacts
 from allocaudit.auditor.analysis.syntax import container_of
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
@@ -14,6 +15,7 @@ from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 class CacheNeverReleased(Rule):
     CODE = "AA207"
     NAME = "cache-never-released"
+    HINTS = FACTORY_HINTS
     SUMMARY = "class-level or global workspace cache with no way to release it"
     EXPLAIN = """\
 Why: the cache lives in a class attribute or a module global, so it is shared by every

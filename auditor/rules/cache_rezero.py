@@ -6,6 +6,7 @@ import ast
 from typing import Iterator, Optional
 
 from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
+from allocaudit.auditor.analysis.factories import FACTORY_HINTS
 from allocaudit.auditor.analysis.sites import AllocationSite, ModuleFacts
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
 
@@ -15,6 +16,7 @@ ZEROING = frozenset({"zeros", "zeros_like", "new_zeros"})
 class CacheRezero(Rule):
     CODE = "AA203"
     NAME = "cache-reuse-without-rezero"
+    HINTS = FACTORY_HINTS
     SUMMARY = "hand-written cache allocates zeros but reuses the buffer without re-zeroing it"
     EXPLAIN = """\
 Why: a cache shared by name (callers ask it for a name, a shape and a dtype) allocates with

@@ -7,6 +7,7 @@ from typing import Iterator, Optional
 
 from allocaudit.auditor.analysis.caches import HandWrittenCache, hand_written_caches
 from allocaudit.auditor.analysis.escapes import CONTAINER_ADDERS
+from allocaudit.auditor.analysis.factories import FACTORY_HINTS
 from allocaudit.auditor.analysis.sites import ModuleFacts
 from allocaudit.auditor.analysis.syntax import container_of, is_ordering, names_in
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
@@ -18,6 +19,7 @@ BOUND_WORDS = ("max_", "maxsize", "capacity", "limit", "budget", "max_entries", 
 class CacheUnboundedGrowth(Rule):
     CODE = "AA204"
     NAME = "cache-unbounded-growth"
+    HINTS = FACTORY_HINTS
     SUMMARY = "hand-written cache grows without eviction or bound"
     EXPLAIN = """\
 Why: on a miss the cache appends a new buffer to the list of its key (or adds a key per

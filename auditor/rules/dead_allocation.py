@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from typing import Iterator, Optional
 
+from allocaudit.auditor.analysis.factories import FACTORY_HINTS
 from allocaudit.auditor.analysis.sites import DEAD, AllocationSite, ModuleFacts
 from allocaudit.auditor.rules.base import FixAvailability, FixKind, Invalid, Report, Rule, Valid, evidence
 
@@ -26,6 +27,7 @@ class DeadAllocation(Rule):
 
     CODE = "AA104"
     NAME = "dead-cuda-allocation"
+    HINTS = FACTORY_HINTS
     SUMMARY = "CUDA tensor allocated and never read (dropped, or rebound before any use)"
     FIX = FixAvailability.SOMETIMES
     FIX_KIND = FixKind.DELETE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from allocaudit.auditor.analysis.factories import FACTORY_HINTS
 from allocaudit.auditor.analysis.sites import ESCAPES, ModuleFacts
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid, evidence
 
@@ -11,6 +12,7 @@ from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid, evidence
 class EscapingAllocation(Rule):
     CODE = "AA102"
     NAME = "per-call-cuda-escaping"
+    HINTS = FACTORY_HINTS
     SUMMARY = "CUDA tensor allocated on every call outlives the call (not a workspace)"
     DEFAULT = False
     EXPLAIN = """\

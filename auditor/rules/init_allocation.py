@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from allocaudit.auditor.analysis.factories import FACTORY_HINTS
 from allocaudit.auditor.analysis.sites import INIT, ModuleFacts
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid, evidence
 
@@ -11,6 +12,7 @@ from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid, evidence
 class InitAllocation(Rule):
     CODE = "AA103"
     NAME = "cuda-init-allocation"
+    HINTS = FACTORY_HINTS
     SUMMARY = "CUDA tensor allocated once (set-up, module level or lazy init)"
     DEFAULT = False
     EXPLAIN = """\

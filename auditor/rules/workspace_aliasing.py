@@ -7,6 +7,7 @@ from fnmatch import fnmatchcase
 from typing import Iterator, Optional
 
 from allocaudit.auditor.analysis.caches import hand_written_caches
+from allocaudit.auditor.analysis.factories import FACTORY_HINTS
 from allocaudit.auditor.analysis.sites import ModuleFacts
 from allocaudit.auditor.analysis.syntax import positional_parameters, root_name, unparse
 from allocaudit.auditor.rules.base import Invalid, Report, Rule, Valid
@@ -53,6 +54,10 @@ def _may_return_a_view(facts: ModuleFacts, call: ast.Call) -> bool:
 class WorkspaceAliasing(Rule):
     CODE = "AA206"
     NAME = "workspace-aliasing"
+    # A hand-written cache allocates (a factory); the others are called by name or asked through
+    # an object named for its workspace. A view helper's buffer named only `ws`, `buf` or
+    # `cache` is seen in files that pass for another reason: those words are in most files.
+    HINTS = (*FACTORY_HINTS, b"get_empty", b"get_buffer", b"get_cached", b"cached_workspace", b"workspace", b"scratch")
     SUMMARY = "a cached workspace is requested again while an earlier result of it is still in use"
     EXPLAIN = """\
 Why: a reuse cache hands out the same memory for the same name (or the same manager, or
@@ -95,8 +100,8 @@ finds the aliasing at run time and names both call sites.
             """
             def resize(x, shape):
                 return x.flatten()[: shape[0]].view(*shape)
-            def forward(ws, y):
-                a = resize(ws, (4,))
+            def forward(workspace, y):
+                a = resize(workspace, (4,))
                 b = resize(y, (4,))
                 k(a, b)
             """
@@ -127,9 +132,9 @@ finds the aliasing at run time and names both call sites.
             """
             def resize_cache(x, shape):
                 return x.flatten()[: shape[0] * shape[1]].view(*shape)
-            def experts(ws, m, n, k):
-                c1 = resize_cache(ws, (m, n))
-                c3 = resize_cache(ws, (m, k))  # expect
+            def experts(workspace13, m, n, k):
+                c1 = resize_cache(workspace13, (m, n))
+                c3 = resize_cache(workspace13, (m, k))  # expect
                 gemm(c1, c3)
             """
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from allocaudit.auditor.analysis.factories import FACTORY_HINTS
 from allocaudit.auditor.analysis.fix_safety import RECORD_STREAM, RESIZE, STORAGE
 from allocaudit.auditor.analysis.sites import WORKSPACE, ModuleFacts
 from allocaudit.auditor.rules.base import FixAvailability, Invalid, Report, Rule, Valid, evidence
@@ -31,6 +32,7 @@ class WorkspaceAllocation(Rule):
 
     CODE = "AA101"
     NAME = "per-call-cuda-workspace"
+    HINTS = FACTORY_HINTS
     SUMMARY = "CUDA workspace allocated on every call; reuse it with get_empty"
     FIX = FixAvailability.SOMETIMES
     EXPLAIN = """\

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from allocaudit.auditor.engine import scan, scan_source
+from allocaudit.auditor.app.engine import scan, scan_source
 from allocaudit.auditor.settings import Settings
 
 ALL = Settings(select=("AA1",))  # the allocation-site rules

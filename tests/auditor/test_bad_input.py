@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from allocaudit.auditor import engine
-from allocaudit.auditor.engine import scan
+from allocaudit.auditor.app import engine
+from allocaudit.auditor.app.engine import scan
 from allocaudit.auditor.settings import Settings
 
 GOOD = "import torch\ndef forward(x):\n    ws = torch.empty(4, device='cuda')\n    kernel(x, ws)\n"

@@ -173,7 +173,7 @@ def test_scan_does_not_import_torch(tree):
     code = textwrap.dedent(
         f"""
         import sys
-        from allocaudit.auditor.cli import app
+        from allocaudit.auditor.app.cli import app
         try:
             app(["scan", "--no-cache", {str(tree)!r}])
         except SystemExit:
@@ -267,7 +267,7 @@ def test_counts_read_in_the_singular(tree):
 
 
 def test_the_cache_folder_is_bounded(tree):
-    from allocaudit.auditor.engine import ResultCache
+    from allocaudit.auditor.app.engine import ResultCache
 
     cache = tree / "cache"
     selections = ["AA101", "AA102", "AA103", "AA201", "AA202", "AA203", "AA204", "AA205", "AA206", "AA207"]

@@ -3,7 +3,7 @@ cache that does everything right (fixtures/caches/, our own restatements)."""
 
 from pathlib import Path
 
-from allocaudit.auditor.engine import scan_source
+from allocaudit.auditor.app.engine import scan_source
 from allocaudit.auditor.settings import Settings
 
 CACHES = Path(__file__).parent / "fixtures" / "caches"

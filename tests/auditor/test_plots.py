@@ -148,7 +148,7 @@ def test_the_pictures_of_the_example(example):
 
 def run_cli(*args, cwd, prelude=""):
     """The `allocaudit` CLI in a fresh interpreter; ``prelude`` runs first (to hide modules)."""
-    code = f"import sys\n{prelude}\nfrom allocaudit.auditor.cli import main\nsys.argv = ['allocaudit', *sys.argv[1:]]\nmain()\n"
+    code = f"import sys\n{prelude}\nfrom allocaudit.auditor.app.cli import main\nsys.argv = ['allocaudit', *sys.argv[1:]]\nmain()\n"
     return subprocess.run(
         [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from allocaudit.auditor.engine import scan_source
+from allocaudit.auditor.app.engine import scan_source
 from allocaudit.auditor.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scan"

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from allocaudit.auditor.engine import scan_source
+from allocaudit.auditor.app.engine import scan_source
 from allocaudit.auditor.settings import Settings
 
 SIGNATURE = "hidden_states, topk_ids, topk_weights, w1, w13_weight, aux_loss, num_experts, num_tokens, M, n, config"

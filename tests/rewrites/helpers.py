@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from allocaudit.auditor.settings import Settings
-from allocaudit.rewrites.apply import WRITE, run_fix, run_unfix
+from allocaudit.auditor.app.apply import WRITE, run_fix, run_unfix
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

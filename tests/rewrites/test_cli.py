@@ -151,8 +151,8 @@ def test_ctrl_c_during_fix_lists_the_files_written_and_exits_130(tmp_path):
     # others are not, and the user is told which.
     code = (
         "import sys\n"
-        "import allocaudit.rewrites.apply as apply\n"
-        "from allocaudit.auditor.cli import main\n"
+        "import allocaudit.auditor.app.apply as apply\n"
+        "from allocaudit.auditor.app.cli import main\n"
         "real, calls = apply.write_atomic, []\n"
         "def write(source, data):\n"
         "    calls.append(source.path)\n"
@@ -179,7 +179,7 @@ def test_fix_shows_progress_on_a_terminal_and_nothing_when_piped(tmp_path):
     import subprocess
     import sys
 
-    from allocaudit.rewrites.apply import PROGRESS_FROM
+    from allocaudit.auditor.app.apply import PROGRESS_FROM
 
     moe = tmp_path / "moe"
     moe.mkdir()

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-import allocaudit.rewrites.apply as apply
+import allocaudit.auditor.app.apply as apply
 from allocaudit.rewrites.files import WriteError, read_source, write_atomic
 from tests.rewrites.helpers import fix_file
 

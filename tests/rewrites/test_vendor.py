@@ -5,7 +5,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from allocaudit.auditor.cli import app
+from allocaudit.auditor.app.cli import app
 from tests.rewrites.helpers import run_without_allocaudit
 
 runner = CliRunner()

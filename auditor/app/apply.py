@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Literal, Optional
 import libcst as cst
 
 from allocaudit.auditor.discovery import discover
-from allocaudit.auditor.engine import scan_files
+from allocaudit.auditor.app.engine import scan_files
 from allocaudit.auditor.findings import FileError, ScanResult
 from allocaudit.auditor.progress import ProgressBar
 from allocaudit.auditor.project import Resolver

@@ -13,8 +13,8 @@ from typing import Annotated, List, Optional
 import typer
 
 from allocaudit.auditor.discovery import discover
-from allocaudit.auditor.engine import UNPARSABLE
-from allocaudit.auditor.engine import scan as run_scan
+from allocaudit.auditor.app.engine import UNPARSABLE
+from allocaudit.auditor.app.engine import scan as run_scan
 from allocaudit.auditor.formats import RENDERERS
 from allocaudit.auditor.plural import plural
 from allocaudit.auditor.profiling.commands import (
@@ -26,6 +26,7 @@ from allocaudit.auditor.profiling.commands import (
 )
 from allocaudit.auditor.project import Resolver, project_root, rooted
 from allocaudit.auditor.rules import ALL_RULES, RULES_BY_CODE
+from allocaudit.auditor.selection import checked, enabled_codes
 from allocaudit.auditor.settings import KEYS as SETTINGS_KEYS
 from allocaudit.auditor.settings import ConfigError, Settings, check_module_name, load, parse_bytes, split_codes
 from allocaudit.auditor.usage import fail
@@ -146,8 +147,8 @@ def _resolver(
         return replace(settings, **changes)
 
     try:
-        adjust(Settings()).enabled_codes()  # an unknown code on the command line fails here
-        return Resolver(fixed=load(config) if config is not None else None, adjust=adjust)
+        enabled_codes(adjust(Settings()))  # an unknown code on the command line fails here
+        return Resolver(fixed=checked(load(config)) if config is not None else None, adjust=adjust)
     except ConfigError as exc:
         fail(str(exc))
 
@@ -186,7 +187,7 @@ def _show_settings(paths: List[str], resolver: Resolver) -> None:
             value = list(value)
         typer.echo(f"{key} = {json.dumps(value)}")
     typer.echo(f"all = {json.dumps(settings.all_files)}")
-    typer.echo(f"enabled-codes = {json.dumps(sorted(settings.enabled_codes()))}")
+    typer.echo(f"enabled-codes = {json.dumps(sorted(enabled_codes(settings)))}")
 
 
 IncludeByContent = Annotated[
@@ -314,14 +315,14 @@ def explain(code: Optional[str] = typer.Argument(None, help="A rule code, e.g. A
 
 
 def _codemod_mode(diff: bool, check: bool) -> str:
-    from allocaudit.rewrites.apply import CHECK, DIFF, WRITE
+    from allocaudit.auditor.app.apply import CHECK, DIFF, WRITE
 
     return DIFF if diff else CHECK if check else WRITE
 
 
 def _report(result, mode: str, verbs: tuple[str, str], show_fixes: bool = False) -> None:
     """Rows like ruff's: `path:line:col: ...`; with --diff the diff alone goes to stdout."""
-    from allocaudit.rewrites.apply import CHECK, DIFF, WRITE
+    from allocaudit.auditor.app.apply import CHECK, DIFF, WRITE
 
     for diff in result.diffs:
         sys.stdout.write(diff)
@@ -403,7 +404,7 @@ def fix(
     all_sizes: AllSizes = None,
 ) -> None:
     """Rewrite per-call CUDA workspaces (AA101 sites the scan marks [*]) into get_empty calls."""
-    from allocaudit.rewrites.apply import run_fix
+    from allocaudit.auditor.app.apply import run_fix
 
     paths = paths or ["."]
     if min_bytes is not None and profile is None:
@@ -463,7 +464,7 @@ def unfix(
     runtime_module: CodemodRuntimeModule = None,
 ) -> None:
     """Turn get_empty calls back into the torch.zeros/torch.empty calls they stand for."""
-    from allocaudit.rewrites.apply import run_unfix
+    from allocaudit.auditor.app.apply import run_unfix
 
     paths = paths or ["."]
     resolver = _resolver(

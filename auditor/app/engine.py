@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional
 
+import allocaudit.auditor
 from allocaudit.auditor.analysis.devices import CONFIDENCE_ORDER
 from allocaudit.auditor.analysis.fix_safety import SAFE, UNSAFE
 from allocaudit.auditor.analysis.fixability import chosen_because
@@ -32,7 +33,8 @@ from allocaudit.auditor.rules.unparsable_file import UnparsableFile
 from allocaudit.auditor.rules.unused_suppression import UnusedSuppression
 from allocaudit.auditor.progress import ProgressBar
 from allocaudit.auditor.project import Resolver
-from allocaudit.auditor.settings import Settings, ignored_codes
+from allocaudit.auditor.selection import enabled_codes, ignored_codes
+from allocaudit.auditor.settings import Settings
 from allocaudit.auditor.analysis.index import ModuleIndex
 from allocaudit.auditor.analysis.modules import OtherModules
 from allocaudit.auditor.analysis.program import ModuleCalls, by_dotted_suffix, module_calls, setup_functions
@@ -41,11 +43,11 @@ from allocaudit.auditor.source import SourceError, decode, parse, read_bytes
 from allocaudit.auditor.suppression import Directive, Suppressions
 
 CACHE_VERSION = "5"
-# A file that names no factory cannot hold an allocation site: skip it unparsed. One that
-# calls the runtime (`get_empty`, `get_empty_like`: what `fix` wrote) may request one name
-# twice (AA206). Plain substring tests run at memory speed; a regular expression over 75 MB
-# takes seconds.
-FACTORY_HINTS = (b".empty", b".zeros", b".ones", b".full", b".new_", b"from torch import", b"get_empty")
+# A file that holds none of the bytes a rule needs (`Rule.HINTS`: a factory's name for the
+# allocation sites, `get_empty` for AA206) cannot give an analysis finding: it is parsed, not
+# analysed. Plain substring tests run at memory speed; a regular expression over 75 MB takes
+# seconds.
+HINTS = tuple(dict.fromkeys(hint for rule in ALL_RULES for hint in rule.HINTS))
 # A factory named but not called (`alloc = torch.empty`, `from torch import zeros as z`):
 # the file may define an alias that other modules import. Both start with a literal,
 # which the regex engine scans for quickly.
@@ -58,8 +60,8 @@ Setup = Mapping[tuple[str, ...], Mapping[str, str]]  # module parts -> functions
 
 
 def may_allocate(data: bytes) -> bool:
-    """The text prefilter: False only for a file that cannot hold a factory call."""
-    return any(hint in data for hint in FACTORY_HINTS)
+    """The text prefilter: False for a file that holds no rule's hint (`HINTS`)."""
+    return any(hint in data for hint in HINTS)
 
 
 def may_export(data: bytes) -> bool:
@@ -190,7 +192,7 @@ def _scan_source(
     """scan_source, the other files the findings depend on (path -> content digest), and
     the module's summary for the tree's call graph (None when it does not parse).
     ``setup``: the functions of this module the tree reaches only from set-up code."""
-    codes = settings.enabled_codes()
+    codes = enabled_codes(settings)
     try:
         text = decode(data)
         tree = parse(text, path)
@@ -260,7 +262,7 @@ def _unused(path: str, directive: Directive, code: str, enabled: frozenset[str])
 def _analyzer_digest() -> str:
     """Digest of the auditor's own source, so a changed analysis never serves old results."""
     digest = hashlib.blake2b(digest_size=8)
-    for source in sorted(Path(__file__).parent.rglob("*.py")):
+    for source in sorted(Path(allocaudit.auditor.__file__).parent.rglob("*.py")):
         digest.update(source.read_bytes())
     return digest.hexdigest()
 
@@ -463,7 +465,7 @@ def scan_files(
     def cache_of(index: int) -> Optional[ResultCache]:
         if cache_dir is None:
             return None
-        fingerprint = by_index[index].fingerprint()
+        fingerprint = by_index[index].fingerprint(enabled_codes(by_index[index]))
         return caches.get(fingerprint) or caches.setdefault(fingerprint, ResultCache(cache_dir, fingerprint))
 
     # First pass: every file is parsed (a file that does not parse is an error row) and
